@@ -1,0 +1,560 @@
+"""Configuration: one `tbs.toml`, `TBS_*` environment overrides, secrets kept out of sight.
+
+The file is found from an explicit path, else `TBS_CONFIG`, else `./tbs.toml`. Any field can be
+overridden from the environment with `TBS_` and `__` between levels, for example
+`TBS_STORAGE__BUCKET=dr-backups` or `TBS_ENVIRONMENTS__BLUE__MYSQL__PORT=3307`.
+
+Secrets (passwords, tokens, keys) are `Secret` values. In the file a secret is written as a
+literal string (fine for the sandbox), `{ env = "VAR" }` (read from the environment when used) or
+`{ block = "name" }` (a Prefect Secret block, resolved when used by a resolver the Prefect layer
+registers). A secret's value never appears in a repr, a log line or an error message.
+
+This module has no Prefect import: it is plain pydantic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tbs_emergency.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Value types
+# --------------------------------------------------------------------------------------------
+
+_DURATION_UNITS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+    "days": 86400.0,
+}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[_ ]?\s*([a-z]+)?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `600`, `"600s"`, `"10m"`, `"10 minutes"` or the runbook's `"10_minutes"`."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '10m'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value.lower())
+        if m:
+            number, unit = float(m.group(1)), m.group(2) or "s"
+            if unit in _DURATION_UNITS:
+                return number * _DURATION_UNITS[unit]
+        raise ValueError(f"{value!r} is not a duration (examples: 90s, 10m, 10_minutes, 2h)")
+    raise ValueError("a duration is a number of seconds or a string like '10m'")
+
+
+def parse_percent(value: Any) -> float:
+    """A percentage from `25`, `25.0` or `"25%"`."""
+    if isinstance(value, str):
+        text = value.strip().rstrip("%").strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage (examples: 25, '25%')") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("a percentage is a number such as 25 or a string such as '25%'")
+    if not 0 <= float(value) <= 100:
+        raise ValueError("a percentage must lie between 0 and 100")
+    return float(value)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Percent = Annotated[float, BeforeValidator(parse_percent)]
+
+SecretResolver = Callable[[str], str]
+_RESOLVERS: dict[str, SecretResolver] = {}
+
+
+def register_secret_resolver(kind: str, resolver: SecretResolver) -> None:
+    """Let a layer above the core resolve `{ block = ... }` secrets (the Prefect layer does)."""
+    _RESOLVERS[kind] = resolver
+
+
+class Secret(BaseModel):
+    """A credential: a literal, an environment variable, or a Prefect Secret block."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: SecretStr | None = None
+    env: str | None = None
+    block: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_literal(cls, data: Any) -> Any:
+        if isinstance(data, str | SecretStr):
+            return {"value": data}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Secret:
+        given = [k for k in ("value", "env", "block") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a secret is a string, { env = 'VAR' } or { block = 'name' }")
+        return self
+
+    @property
+    def source(self) -> str:
+        """Where the secret comes from, safe to print."""
+        if self.env is not None:
+            return f"env:{self.env}"
+        if self.block is not None:
+            return f"block:{self.block}"
+        return "literal"
+
+    def get_secret_value(self) -> str:
+        if self.value is not None:
+            return self.value.get_secret_value()
+        if self.env is not None:
+            try:
+                return os.environ[self.env]
+            except KeyError:
+                raise ConfigError(
+                    [f"secret: environment variable {self.env} is not set"]
+                ) from None
+        assert self.block is not None
+        resolver = _RESOLVERS.get("block")
+        if resolver is None:
+            raise ConfigError(
+                [f"secret: Prefect Secret block {self.block!r} cannot be read here"
+                 " (no Prefect secret resolver registered)"]
+            )
+        return resolver(self.block)
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source})"
+
+    __str__ = __repr__
+
+
+# --------------------------------------------------------------------------------------------
+# Systems
+# --------------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HeavyDBConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(6274, ge=1, le=65535)
+    user: str = "admin"
+    password: Secret = Secret(value=SecretStr("HyperInteractive"))
+    database: str = "heavyai"
+    protocol: Literal["binary", "http", "https"] = "binary"
+    timeout_s: float = Field(10.0, gt=0)
+
+    @property
+    def identity(self) -> str:
+        return f"heavydb://{self.host}:{self.port}/{self.database}"
+
+
+class MySQLConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(3306, ge=1, le=65535)
+    user: str = "tbs_app"
+    password: Secret | None = None
+    database: str = "tbs_archive"
+    unix_socket: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    # The account that keeps writing while the archive is protected (runbook: recovery account).
+    recovery_user: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return f"mysql://{self.host}:{self.port}/{self.database}"
+
+
+class RedisConfig(_Model):
+    url: str = "redis://127.0.0.1:6379/0"
+    password: Secret | None = None
+    session_prefix: str = "session:"
+    timeout_s: float = Field(5.0, gt=0)
+
+    @property
+    def identity(self) -> str:
+        return self.url.split("@")[-1]
+
+
+class EnvironmentConfig(_Model):
+    app_url: str
+    heavydb: HeavyDBConfig
+    mysql: MySQLConfig
+    redis: RedisConfig
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class TrafficConfig(_Model):
+    """How traffic is switched between blue and green."""
+
+    kind: Literal["http", "haproxy", "alb"] = "http"
+    # http: the load balancer's admin API (POST /emergency/redirect-blue, GET /emergency/status)
+    url: str | None = None
+    token: Secret | None = None
+    # haproxy: runtime API address ("127.0.0.1:9999" or a unix socket path) and the backend
+    runtime_api: str | None = None
+    backend: str = "tbs"
+    servers: dict[str, str] = Field(default_factory=lambda: {"blue": "blue", "green": "green"})
+    # alb: listener and the target group of each environment
+    listener_arn: str | None = None
+    target_groups: dict[str, str] = Field(default_factory=dict)
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _adapter_settings(self) -> TrafficConfig:
+        if self.kind == "http" and not self.url:
+            raise ValueError("traffic.kind 'http' needs traffic.url (the admin API base URL)")
+        if self.kind == "haproxy" and not self.runtime_api:
+            raise ValueError("traffic.kind 'haproxy' needs traffic.runtime_api")
+        if self.kind == "alb" and (not self.listener_arn or not self.target_groups):
+            raise ValueError("traffic.kind 'alb' needs traffic.listener_arn and target_groups")
+        return self
+
+
+class StorageConfig(_Model):
+    bucket: str
+    prefix: str = "tbs-emergency"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    sse: Literal["AES256", "aws:kms", "none"] = "AES256"
+    kms_key_id: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    timeout_s: float = Field(30.0, gt=0)
+    multipart_threshold_mb: int = Field(64, ge=5)
+    backup_retention_days: int = Field(30, ge=1)
+    evidence_retention_days: int = Field(365, ge=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _strip_slashes(cls, v: str) -> str:
+        return v.strip("/")
+
+
+_DEFAULT_QUERIES = {
+    "throughput": 'sum(rate(tbs_rows_ingested_total{{env="{env}"}}[{window}]))',
+    "error_rate": (
+        '100 * sum(rate(tbs_http_errors_total{{env="{env}"}}[{window}]))'
+        ' / clamp_min(sum(rate(tbs_http_requests_total{{env="{env}"}}[{window}])), 1e-9)'
+    ),
+    "cpu": 'max(tbs_cpu_usage_percent{{env="{env}"}})',
+    "memory": 'max(tbs_memory_usage_percent{{env="{env}"}})',
+    "disk": 'max(tbs_disk_usage_percent{{env="{env}"}})',
+    "active_sessions": 'sum(tbs_active_sessions{{env="{env}"}})',
+}
+
+
+class MetricsConfig(_Model):
+    """Prometheus and the PromQL of each signal.
+
+    Queries are `str.format` templates with `{env}` (environment name) and `{window}` (a
+    PromQL range such as `600s`); literal braces are doubled.
+    """
+
+    prometheus_url: str
+    timeout_s: float = Field(5.0, gt=0)
+    queries: dict[str, str] = Field(default_factory=lambda: dict(_DEFAULT_QUERIES))
+
+    @field_validator("queries")
+    @classmethod
+    def _complete(cls, v: dict[str, str]) -> dict[str, str]:
+        merged = dict(_DEFAULT_QUERIES)
+        merged.update(v)
+        for name, q in merged.items():
+            try:
+                q.format(env="green", window="60s")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"query {name!r} is not a valid template: {exc}") from None
+        return merged
+
+    def query(self, signal: str, env: str, window_s: float = 60.0) -> str:
+        return self.queries[signal].format(env=env, window=f"{max(1, round(window_s))}s")
+
+
+# --------------------------------------------------------------------------------------------
+# Triggers: the runbook's YAML blocks are the defaults
+# --------------------------------------------------------------------------------------------
+
+Action = Literal["IMMEDIATE_ROLLBACK", "ALERT", "NONE"]
+
+
+class PerformanceTrigger(_Model):
+    enabled: bool = True
+    threshold: Percent = 25.0  # % below baseline
+    baseline_rows_per_s: float = Field(37303.0, gt=0)
+    measurement_period: Duration = 600.0
+    consecutive_failures: int = Field(3, ge=1)
+    p0_threshold: Percent = 50.0  # degradation over this is P0, else P1
+    action: Action = "IMMEDIATE_ROLLBACK"
+
+
+class ErrorRateTrigger(_Model):
+    enabled: bool = True
+    threshold: Percent = 5.0
+    measurement_period: Duration = 300.0
+    consecutive_measurements: int = Field(3, ge=1)
+    action: Action = "IMMEDIATE_ROLLBACK"
+
+
+class ResourceTrigger(_Model):
+    enabled: bool = True
+    cpu_threshold: Percent = 95.0
+    memory_threshold: Percent = 95.0
+    disk_threshold: Percent = 90.0
+    sustained_period: Duration = 120.0
+    action: Action = "IMMEDIATE_ROLLBACK"
+
+
+class DatabaseTrigger(_Model):
+    enabled: bool = True
+    connection_failures: int = Field(3, ge=1)
+    time_window: Duration = 60.0
+    response_time: Duration = 10.0
+    action: Action = "IMMEDIATE_ROLLBACK"
+
+
+class TriggersConfig(_Model):
+    # Multiplies every trigger duration: 1.0 in production, e.g. 0.01 in drills (10 min -> 6 s).
+    time_scale: float = Field(1.0, gt=0)
+    performance_degradation: PerformanceTrigger = PerformanceTrigger()
+    error_rate_spike: ErrorRateTrigger = ErrorRateTrigger()
+    resource_exhaustion: ResourceTrigger = ResourceTrigger()
+    database_failures: DatabaseTrigger = DatabaseTrigger()
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+
+# --------------------------------------------------------------------------------------------
+# People and channels
+# --------------------------------------------------------------------------------------------
+
+ChannelKind = Literal["webhook", "slack", "pagerduty", "smtp", "sms", "statuspage", "in_app"]
+
+
+class ChannelConfig(_Model):
+    kind: ChannelKind
+    url: str | None = None
+    # A Prefect notification block (SlackWebhook, PagerDutyWebHook, ...) used instead of url.
+    block: str | None = None
+    token: Secret | None = None
+    # smtp
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: Secret | None = None
+    smtp_starttls: bool = False
+    sender: str = "tbs-emergency@localhost"
+    timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _target(self) -> ChannelConfig:
+        if self.kind == "smtp":
+            if not self.smtp_host:
+                raise ValueError("an smtp channel needs smtp_host")
+        elif not (self.url or self.block):
+            raise ValueError(f"a {self.kind} channel needs url or block")
+        return self
+
+
+Role = Literal["primary", "secondary", "escalation", "security", "stakeholder", "users"]
+
+
+class ContactConfig(_Model):
+    name: str
+    role: Role
+    phone: str | None = None
+    email: str | None = None
+    channels: list[str] = Field(default_factory=list)
+    response_minutes: float | None = None
+    verified_at: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Integrity and drills
+# --------------------------------------------------------------------------------------------
+
+
+class IntegrityTable(_Model):
+    name: str
+    key: list[str]
+    columns: list[str] = Field(default_factory=list)  # empty: every column
+    critical: bool = False
+    heavydb_name: str | None = None
+    mysql_name: str | None = None
+    updated_column: str | None = None  # watermark for environment sync
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("key")
+    @classmethod
+    def _key_nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("a table needs at least one key column")
+        return v
+
+
+class IntegrityConfig(_Model):
+    sample_size: int = Field(1000, ge=1)
+    tables: list[IntegrityTable] = Field(default_factory=list)
+
+
+class DrillsConfig(_Model):
+    target: Literal["sandbox", "staging", "production"] = "sandbox"
+    allow_production: bool = False
+    time_scale: float = Field(1.0, gt=0)
+    rto_manual_s: float = 900.0
+    rto_automated_s: float = 180.0
+
+    @model_validator(mode="after")
+    def _production_is_explicit(self) -> DrillsConfig:
+        if self.target == "production" and not self.allow_production:
+            raise ValueError("drills.target is production but drills.allow_production is false")
+        return self
+
+
+class PrefectConfig(_Model):
+    api_url: str | None = None
+    work_pool: str = "tbs-emergency"
+
+
+# --------------------------------------------------------------------------------------------
+# The whole file
+# --------------------------------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    """Everything `tbs.toml` holds."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TBS_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    environments: dict[str, EnvironmentConfig]
+    traffic: TrafficConfig
+    storage: StorageConfig
+    metrics: MetricsConfig
+    triggers: TriggersConfig = TriggersConfig()
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    contacts: list[ContactConfig] = Field(default_factory=list)
+    integrity: IntegrityConfig = IntegrityConfig()
+    drills: DrillsConfig = DrillsConfig()
+    prefect: PrefectConfig = PrefectConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (the file arrives as init kwargs).
+        return (env_settings, init_settings)
+
+    @field_validator("environments")
+    @classmethod
+    def _blue_and_green(cls, v: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
+        missing = [n for n in ("blue", "green") if n not in v]
+        if missing:
+            raise ValueError(f"environments must define blue and green (missing: {', '.join(missing)})")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        for i, contact in enumerate(self.contacts):
+            for ch in contact.channels:
+                if ch not in self.channels:
+                    raise ValueError(f"contacts[{i}] ({contact.name}) names unknown channel {ch!r}")
+        return self
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError([f"environments: no environment {name!r} (known: {known})"]) from None
+
+    def shares_database(self, a: str, b: str, kind: Literal["mysql", "heavydb"]) -> bool:
+        """Whether two environments point at the same database (sync is then a no-op)."""
+        ea, eb = self.environment(a), self.environment(b)
+        return getattr(ea, kind).identity == getattr(eb, kind).identity
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    if path:
+        return Path(path)
+    return Path(os.environ.get("TBS_CONFIG") or "tbs.toml")
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{loc or '(top level)'}: {msg}")
+    return lines
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the configuration; raise ConfigError with one line per problem."""
+    p = config_path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{p}: no such file (give --config PATH or set TBS_CONFIG)"], str(p)
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{p}: not valid TOML: {exc}"], str(p)) from None
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot be read: {exc.strerror}"], str(p)) from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc), str(p)) from None
