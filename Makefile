@@ -1,0 +1,39 @@
+# The two commands of the quick start are `make demo` and `make test`; both install what they need.
+SANDBOX_DIR ?= .sandbox
+ROWS ?= 100000
+export TBS_CONFIG := $(abspath $(SANDBOX_DIR))/tbs.toml
+
+.PHONY: setup demo test test-unit lint format bench down clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+demo: setup
+	uv run tbs-emergency sandbox up --dir $(SANDBOX_DIR) --rows $(ROWS)
+	uv run tbs-emergency config check
+	uv run tbs-emergency health
+	uv run tbs-emergency status
+
+test: setup
+	uv run ruff check .
+	uv run pytest
+
+test-unit: setup
+	uv run pytest -m unit
+
+lint: setup
+	uv run ruff check .
+	uv run ruff format --check .
+
+format:
+	uv run ruff format .
+	uv run ruff check --fix .
+
+bench: setup
+	uv run python bench/heavydb_sandbox.py
+
+down:
+	uv run tbs-emergency sandbox down --dir $(SANDBOX_DIR)
+
+clean: down
+	rm -rf $(SANDBOX_DIR)

@@ -1,0 +1,57 @@
+"""Shared pieces of the command line: options, output, failure with exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tbs_emergency.errors import ConfigError
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="tbs.toml to use (default: $TBS_CONFIG, then ./tbs.toml)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+
+
+class _State:
+    config: Path | None = None
+
+
+state = _State()
+
+
+def fail(lines: list[str] | str, code: int) -> typer.Exit:
+    """Print each line as an error and return the Exit to raise (1: failure, 2: bad input)."""
+    for line in [lines] if isinstance(lines, str) else lines:
+        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def config_path(config: Path | None) -> str | None:
+    """The configuration path a command was given, for passing to a flow run."""
+    chosen = config or state.config
+    return str(chosen) if chosen else None
+
+
+def load(config: Path | None) -> Any:
+    """Load and validate the settings, or exit 2 with one line per problem."""
+    from tbs_emergency.config import load_settings
+
+    try:
+        return load_settings(config or state.config)
+    except ConfigError as exc:
+        raise fail(exc.problems, 2) from None
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

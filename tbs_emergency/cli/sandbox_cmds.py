@@ -1,0 +1,121 @@
+"""`tbs-emergency sandbox ...`: the whole TBS world on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tbs_emergency.cli.common import JsonOpt, emit_json, err, fail, out
+from tbs_emergency.errors import TbsError
+
+sandbox_app = typer.Typer(help="Run the whole TBS world on this machine.", no_args_is_help=True)
+
+
+# --------------------------------------------------------------------------------------------
+# sandbox
+# --------------------------------------------------------------------------------------------
+
+SandboxDir = Annotated[Path, typer.Option("--dir", help="Where the sandbox keeps its state.")]
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    sandbox_dir: SandboxDir = Path(".sandbox"),
+    rows: Annotated[int, typer.Option(help="Rows of trades to seed.", min=1)] = 100_000,
+    prefect: Annotated[bool, typer.Option(help="Also run a local Prefect server.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start every sandbox service (idempotent) and write its tbs.toml."""
+    from sandbox import world
+
+    log = (lambda _m: None) if as_json else (lambda m: err.print(m, highlight=False))
+    try:
+        result = world.up(sandbox_dir.resolve(), rows=rows, prefect=prefect, log=log)
+    except (TbsError, RuntimeError, ValueError, OSError) as exc:
+        raise fail(str(exc), 1) from None
+    if as_json:
+        emit_json(result)
+    else:
+        table = Table("service", "url", "pid", title="sandbox")
+        for name, svc in result["services"].items():
+            table.add_row(name, svc["url"], str(svc["pid"]))
+        out.print(table)
+        out.print(f"config: {result['config']}\nexport TBS_CONFIG={result['config']}")
+
+
+@sandbox_app.command("down")
+def sandbox_down(sandbox_dir: SandboxDir = Path(".sandbox"), as_json: JsonOpt = False) -> None:
+    """Stop every sandbox service; data stays on disk."""
+    from sandbox import world
+
+    try:
+        stopped = world.down(sandbox_dir.resolve())
+    except (RuntimeError, OSError) as exc:
+        raise fail(str(exc), 1) from None
+    if as_json:
+        emit_json({"stopped": stopped})
+    else:
+        out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@sandbox_app.command("status")
+def sandbox_status(sandbox_dir: SandboxDir = Path(".sandbox"), as_json: JsonOpt = False) -> None:
+    """Which sandbox services run."""
+    from sandbox import world
+
+    services = world.status(sandbox_dir.resolve())
+    if as_json:
+        emit_json({"services": services})
+        return
+    table = Table("service", "url", "pid", "alive", title="sandbox")
+    for name, svc in services.items():
+        table.add_row(name, svc["url"], str(svc["pid"]), "yes" if svc["alive"] else "[red]no[/red]")
+    out.print(table if services else "sandbox: nothing running")
+
+
+FAULT_KINDS = ("throughput", "errors", "cpu", "memory", "disk", "db-down", "db-slow")
+
+
+@sandbox_app.command("fault")
+def sandbox_fault(
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(FAULT_KINDS)}; or 'clear'.")],
+    env: Annotated[
+        str | None, typer.Option("--env", help="blue or green (clear: default both).")
+    ] = None,
+    magnitude: Annotated[
+        float | None, typer.Option(help="Size of the fault (see docs/sandbox.md).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds until it clears by itself.")
+    ] = None,
+    sandbox_dir: SandboxDir = Path(".sandbox"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Inject a fault into one environment (`fault throughput --env green --magnitude 0.6`),
+    or remove them all (`fault clear`)."""
+    if kind != "clear" and kind not in FAULT_KINDS:
+        raise fail(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}, or clear", 2)
+    if env is not None and env not in ("blue", "green"):
+        raise fail(f"--env must be blue or green, not {env!r}", 2)
+    from sandbox import world
+
+    try:
+        if kind == "clear":
+            result = world.clear_faults(sandbox_dir.resolve(), env)
+        else:
+            result = world.fault(sandbox_dir.resolve(), kind, env or "green", magnitude, duration)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise fail(str(exc), 1) from None
+    if as_json:
+        emit_json(result)
+    elif kind == "clear":
+        out.print(f"faults cleared: {result}")
+    else:
+        out.print(f"fault {kind} injected into {env or 'green'}: {result}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sandbox_app, name="sandbox")
