@@ -143,15 +143,15 @@ class Secret(BaseModel):
             try:
                 return os.environ[self.env]
             except KeyError:
-                raise ConfigError(
-                    [f"secret: environment variable {self.env} is not set"]
-                ) from None
+                raise ConfigError([f"secret: environment variable {self.env} is not set"]) from None
         assert self.block is not None
         resolver = _RESOLVERS.get("block")
         if resolver is None:
             raise ConfigError(
-                [f"secret: Prefect Secret block {self.block!r} cannot be read here"
-                 " (no Prefect secret resolver registered)"]
+                [
+                    f"secret: Prefect Secret block {self.block!r} cannot be read here"
+                    " (no Prefect secret resolver registered)"
+                ]
             )
         return resolver(self.block)
 
@@ -459,6 +459,63 @@ class PrefectConfig(_Model):
 
 
 # --------------------------------------------------------------------------------------------
+# Database emergency procedures (docs/database-emergency.md)
+# --------------------------------------------------------------------------------------------
+
+
+class PriorityUsers(_Model):
+    """Accounts whose connections are never closed and whose logins are never disabled."""
+
+    mysql: list[str] = Field(default_factory=list)
+    heavydb: list[str] = Field(default_factory=list)
+
+
+class DatabaseAdminAccount(_Model):
+    """The account server-level steps run as (MySQL: SUPER or CONNECTION ADMIN, RELOAD,
+    PROCESS, SELECT on mysql.*, and GRANT OPTION on the archive schema)."""
+
+    user: str
+    password: Secret | None = None
+
+
+class RestartableService(_Model):
+    """A service `db reset-cache --restart-services` may restart, with its health probe."""
+
+    name: str
+    # argv, run without a shell, e.g. ["systemctl", "restart", "heavydb"]
+    command: list[str] = Field(min_length=1)
+    # healthy when GET health_url answers 2xx, or when health_tcp ("host:port") accepts
+    health_url: str | None = None
+    health_tcp: str | None = None
+    timeout_s: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _has_probe(self) -> RestartableService:
+        if not (self.health_url or self.health_tcp):
+            raise ValueError(f"service {self.name!r} needs health_url or health_tcp")
+        return self
+
+
+class DatabaseEmergencyConfig(_Model):
+    priority_users: PriorityUsers = PriorityUsers()
+    max_connections: int = Field(10, ge=1)
+    # Slots of max_connections kept free so priority users can always log in.
+    priority_reserve: int = Field(2, ge=0)
+    transaction_timeout: Duration = 60.0
+    poll_interval: Duration = 1.0
+    # None: the environment's own MySQL account (usually lacks the privileges: say so).
+    mysql_admin: DatabaseAdminAccount | None = None
+    # The schema `db protect-archive` makes read-only (default: each environment's database).
+    archive_schema: str | None = None
+    # FLUSH TABLES waits at most this long for table locks.
+    flush_lock_wait_s: Duration = 10.0
+    services: list[RestartableService] = Field(default_factory=list)
+    # Environment sync: integrity.tables names (empty: the ones marked critical).
+    sync_tables: list[str] = Field(default_factory=list)
+    sync_batch_size: int = Field(1000, ge=1, le=100_000)
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 
@@ -467,7 +524,10 @@ class Settings(BaseSettings):
     """Everything `tbs.toml` holds."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TBS_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+        env_prefix="TBS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
     )
 
     environments: dict[str, EnvironmentConfig]
@@ -480,6 +540,7 @@ class Settings(BaseSettings):
     integrity: IntegrityConfig = IntegrityConfig()
     drills: DrillsConfig = DrillsConfig()
     prefect: PrefectConfig = PrefectConfig()
+    database_emergency: DatabaseEmergencyConfig = DatabaseEmergencyConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -498,7 +559,9 @@ class Settings(BaseSettings):
     def _blue_and_green(cls, v: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
         missing = [n for n in ("blue", "green") if n not in v]
         if missing:
-            raise ValueError(f"environments must define blue and green (missing: {', '.join(missing)})")
+            raise ValueError(
+                f"environments must define blue and green (missing: {', '.join(missing)})"
+            )
         return v
 
     @model_validator(mode="after")

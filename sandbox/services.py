@@ -1,0 +1,333 @@
+"""Real servers for the sandbox and the integration tests: MariaDB, Redis and moto's S3.
+
+Each `start_*` function starts one server on loopback (127.0.0.1) on a free port (or the given
+one), detached in its own session, with its state and log under `state_dir`, and returns a
+`sandbox.proc.Service` once the server answers; `service.stop()` stops it and leaves no listener
+behind. Calling a `start_*` function on a fresh directory initialises it; calling it again on an
+existing directory (after a stop) restarts the server on the data already there; starting
+MariaDB on a directory whose server is still running raises ServiceError (check with
+`sandbox.proc.load_services` / `Service.alive()` first).
+
+- MariaDB: its own datadir, socket and pid file; ROW binlog with full row images (so binlog-based
+  point-in-time recovery and flashback can be drilled); root has an empty password, over the
+  socket and over TCP from loopback only (the server binds 127.0.0.1 and skips name resolution).
+  `ensure_mysql_accounts` creates the archive database and the application and recovery users.
+- Redis: no persistence (`--save "" --appendonly no`); sessions are meant to be disposable here.
+- moto: the S3 stand-in. moto's server keeps all state IN MEMORY ONLY: stopping or restarting it
+  loses every bucket and object (state_dir only holds its log).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sandbox.proc import LOOPBACK, Service, ServiceError, free_port, start_listening
+
+MARIADBD = "/usr/sbin/mariadbd"
+INSTALL_DB_CANDIDATES = ("mariadb-install-db", "mysql_install_db")
+
+# Kept small on purpose: the machine is shared with many services.
+_MARIADB_MEMORY = (
+    "--innodb-buffer-pool-size=32M",
+    "--innodb-log-file-size=16M",
+    "--innodb-log-buffer-size=4M",
+    "--key-buffer-size=4M",
+    "--aria-pagecache-buffer-size=8M",
+    "--max-connections=100",
+    "--performance-schema=OFF",
+    "--table-open-cache=256",
+    "--thread-cache-size=4",
+)
+
+
+def _install_db_binary() -> str:
+    for name in INSTALL_DB_CANDIDATES:
+        found = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin")
+        if found:
+            return found
+    raise ServiceError("mariadb: neither mariadb-install-db nor mysql_install_db is installed")
+
+
+def _initialise_mariadb(datadir: Path, log_path: Path) -> None:
+    """Create the system tables once; a datadir that already has them is left alone."""
+    if (datadir / "mysql" / "user.frm").exists() or (
+        datadir / "mysql" / "global_priv.MAI"
+    ).exists():
+        return
+    datadir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        _install_db_binary(),
+        "--no-defaults",
+        f"--datadir={datadir}",
+        "--user=root",
+        "--auth-root-authentication-method=normal",
+        "--skip-test-db",
+        "--skip-name-resolve",
+    ]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=180
+        )
+    if done.returncode != 0:
+        raise ServiceError(f"mariadb: {argv[0]} failed with code {done.returncode}; see {log_path}")
+
+
+def _mysql_connect(socket_path: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    import pymysql
+
+    return pymysql.connect(
+        unix_socket=socket_path,
+        user="root",
+        password="",
+        connect_timeout=5,
+        read_timeout=30,
+        write_timeout=30,
+        autocommit=True,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _socket_answers(socket_path: str) -> bool:
+    try:
+        con = _mysql_connect(socket_path)
+    except Exception:
+        return False
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+    finally:
+        con.close()
+
+
+def start_mariadb(state_dir: Path, port: int | None = None) -> Service:
+    """Start a MariaDB server of its own under state_dir (initialising the datadir if needed).
+
+    Root connects with an empty password over `extra["socket"]` and over TCP on 127.0.0.1.
+    """
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    datadir = state_dir / "data"
+    socket_path = state_dir / "mariadb.sock"
+    pid_file = state_dir / "mariadb.pid"
+    log_path = state_dir / "mariadb.log"
+    port = port or free_port()
+
+    _initialise_mariadb(datadir, log_path)
+    # A stale socket file from a killed server would make the readiness check lie.
+    if socket_path.exists() and not _socket_answers(str(socket_path)):
+        socket_path.unlink(missing_ok=True)
+    elif socket_path.exists():
+        raise ServiceError(f"mariadb: a server is already running on {socket_path}")
+
+    argv = [
+        MARIADBD,
+        "--no-defaults",
+        f"--datadir={datadir}",
+        f"--socket={socket_path}",
+        f"--pid-file={pid_file}",
+        f"--port={port}",
+        f"--bind-address={LOOPBACK}",
+        "--user=root",
+        "--skip-name-resolve",
+        "--log-bin=mariadb-bin",
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        "--server-id=1",
+        "--character-set-server=utf8mb4",
+        "--collation-server=utf8mb4_unicode_ci",
+        "--default-time-zone=+00:00",
+        f"--log-error={log_path}",
+        *_MARIADB_MEMORY,
+    ]
+    service = start_listening(
+        "mariadb",
+        argv,
+        port,
+        state_dir / "mariadb.stdout.log",
+        url=f"mysql://root@{LOOPBACK}:{port}/",
+        ready=lambda: _socket_answers(str(socket_path)),
+        timeout=90,
+        extra={"socket": str(socket_path), "datadir": str(datadir), "error_log": str(log_path)},
+    )
+    try:
+        _ensure_root_over_tcp(str(socket_path))
+    except Exception:
+        service.stop()
+        raise
+    return service
+
+
+def _ensure_root_over_tcp(socket_path: str) -> None:
+    """With skip-name-resolve, TCP clients match IP hosts only: make root@127.0.0.1 exist."""
+    con = _mysql_connect(socket_path)
+    try:
+        with con.cursor() as cur:
+            cur.execute("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''")
+            cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
+    finally:
+        con.close()
+
+
+_IDENT = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def _ident(value: str, what: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(f"{what} {value!r}: only letters, digits and underscores are allowed")
+    return value
+
+
+def ensure_mysql_accounts(
+    service: Service,
+    database: str,
+    app_user: str,
+    app_password: str,
+    recovery_user: str,
+    recovery_password: str,
+) -> None:
+    """Create the archive database, the application user and the recovery user (idempotent).
+
+    The application user gets SELECT, INSERT, UPDATE, DELETE on the database and nothing global
+    (no SUPER, so `read_only` stops it). The recovery user gets ALL on the database plus RELOAD,
+    PROCESS, REPLICATION CLIENT and BINLOG MONITOR (MariaDB 10.11's name for reading binlog
+    positions). Both may connect from loopback over TCP and over the socket. Passwords are reset
+    to the given ones on every call.
+    """
+    db = _ident(database, "database")
+    users = [
+        (_ident(app_user, "user"), app_password),
+        (_ident(recovery_user, "user"), recovery_password),
+    ]
+    con = _mysql_connect(service.extra["socket"])
+    try:
+        with con.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4")
+            for host in ("127.0.0.1", "localhost"):
+                for user, password in users:
+                    cur.execute(
+                        "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password)
+                    )
+                    cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
+                cur.execute(
+                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{db}`.* TO %s@%s", (app_user, host)
+                )
+                cur.execute(f"GRANT ALL PRIVILEGES ON `{db}`.* TO %s@%s", (recovery_user, host))
+                cur.execute(
+                    "GRANT RELOAD, PROCESS, REPLICATION CLIENT, BINLOG MONITOR ON *.* TO %s@%s",
+                    (recovery_user, host),
+                )
+    finally:
+        con.close()
+
+
+def start_redis(state_dir: Path, port: int | None = None) -> Service:
+    """Start a Redis server without persistence; url is redis://127.0.0.1:P/0."""
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        LOOPBACK,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(state_dir),
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--maxmemory",
+        "256mb",
+        "--pidfile",
+        str(state_dir / "redis.pid"),
+    ]
+    return start_listening(
+        "redis",
+        argv,
+        port,
+        state_dir / "redis.log",
+        url=f"redis://{LOOPBACK}:{port}/0",
+        ready=lambda: _redis_answers(port),
+        timeout=30,
+    )
+
+
+def _redis_answers(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_moto(state_dir: Path, port: int | None = None) -> Service:
+    """Start moto's server (S3 and the other AWS mocks) on loopback.
+
+    State is in memory only: a restart starts empty. state_dir only holds the log.
+    """
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
+    env = {
+        # moto's own dummy credentials so nothing reaches for real AWS configuration.
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    url = f"http://{LOOPBACK}:{port}"
+    return start_listening(
+        "moto",
+        argv,
+        port,
+        state_dir / "moto.log",
+        url=url,
+        env=env,
+        ready=lambda: _http_answers(f"{url}/moto-api/"),
+        timeout=60,
+    )
+
+
+def _http_answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+def wait_stopped(service: Service, timeout: float = 10.0) -> None:
+    """Stop a service and wait until its port no longer accepts connections."""
+    from sandbox.proc import port_open
+
+    service.stop(timeout)
+    deadline = time.monotonic() + timeout
+    while port_open(service.host, service.port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if port_open(service.host, service.port):
+        raise ServiceError(f"{service.name}: still listening on {service.port} after stop")

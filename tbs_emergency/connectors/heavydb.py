@@ -1,0 +1,582 @@
+"""HeavyDB, the hot store, through pyheavydb (module `heavydb`).
+
+One connection per connector, opened on first use and reused; a call that finds its session
+dead (server restarted, session expired) reconnects once and repeats, which is safe because the
+server refused the call. Every socket step, the login included, is bounded by `timeout_s`.
+HeavyDB-specific SQL (identifier quoting, parameter style) lives here. `heavydb` and thrift are
+imported in this module only.
+
+Timeouts: pyheavydb builds its thrift socket inside `connect()` without a timeout, so a server
+that accepts and then hangs would hang the login. This module installs, once, a small factory in
+place of `heavydb.connection.TSocket`/`THttpClient` that applies the timeout of the connector
+that is connecting in the current thread (a thread-local; no timeout elsewhere, as before).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tbs_emergency.config import HeavyDBConfig
+from tbs_emergency.connectors._common import (
+    is_simple_identifier,
+    probe,
+    redact_text,
+    split_qualified,
+)
+from tbs_emergency.connectors.base import DbSession, DbUser, Probe
+from tbs_emergency.errors import ConnectorError, NotFound, Refused, TimedOut, Unreachable
+
+_READ_STATEMENT = re.compile(r"^\s*(SELECT|SHOW|WITH|EXPLAIN)\b", re.I)
+_DEAD_SESSION = re.compile(
+    r"session\b.*\b(not valid|invalid|expired)|invalid session|session timeout|re-authenticate",
+    re.I,
+)
+_TIMED_OUT = re.compile(r"timed out|read timeout|connect timeout|write timeout", re.I)
+_NOT_FOUND = re.compile(r"not found|does not exist|doesn't exist", re.I)
+_REFUSED = re.compile(
+    r"(authentication|credential|password|privilege|not authorized|permission|read.only"
+    r"|sql error|parse|syntax|exception: )",
+    re.I,
+)
+
+_local = threading.local()
+_shim_lock = threading.Lock()
+
+
+def _install_timeout_shim() -> None:
+    import heavydb.connection as hc
+
+    with _shim_lock:
+        if getattr(hc, "_tbs_timeout_shim", False):
+            return
+        real_tsocket_module = hc.TSocket
+        real_http_module = hc.THttpClient
+
+        class _Delegate:
+            def __init__(self, module: Any, attr: str) -> None:
+                self._module = module
+                self._attr = attr
+
+            def __getattr__(self, item: str) -> Any:
+                return getattr(self._module, item)
+
+        class _TSocketShim(_Delegate):
+            def TSocket(self, *args: Any, **kwargs: Any) -> Any:
+                sock = self._module.TSocket(*args, **kwargs)
+                ms = getattr(_local, "timeout_ms", None)
+                if ms:
+                    sock.setTimeout(ms)
+                return sock
+
+        class _HttpShim(_Delegate):
+            def THttpClient(self, *args: Any, **kwargs: Any) -> Any:
+                client = self._module.THttpClient(*args, **kwargs)
+                ms = getattr(_local, "timeout_ms", None)
+                if ms:
+                    client.setTimeout(ms)
+                return client
+
+        hc.TSocket = _TSocketShim(real_tsocket_module, "TSocket")
+        hc.THttpClient = _HttpShim(real_http_module, "THttpClient")
+        hc._tbs_timeout_shim = True
+        # thrift logs every failed connect at ERROR; the connector's own error says it once.
+        logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)
+
+
+def quote_ident(name: str) -> str:
+    """Plain names stay bare (HeavyDB folds nothing); others are double-quoted."""
+    parts = split_qualified(name)
+    return ".".join(
+        p if is_simple_identifier(p) else '"' + p.replace('"', '""') + '"' for p in parts
+    )
+
+
+def bind_positional(sql: str, params: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`?` placeholders (outside quotes) -> `:p0, :p1, ...` as pyheavydb binds named params."""
+    out: list[str] = []
+    quote: str | None = None
+    n = 0
+    for ch in sql:
+        if quote:
+            out.append(ch)
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append(f":p{n}")
+            n += 1
+        else:
+            out.append(ch)
+    if n != len(params):
+        raise ValueError(f"the statement has {n} '?' placeholders but {len(params)} parameters")
+    return "".join(out), {f"p{i}": v for i, v in enumerate(params)}
+
+
+class HeavyDBDatabase:
+    """The HeavyDB server of one environment (or of several that share it)."""
+
+    def __init__(self, config: HeavyDBConfig, name: str = "heavydb") -> None:
+        self.config = config
+        self.name = name
+        self._con: Any = None
+        self._lock = threading.RLock()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    def _connect(self) -> Any:
+        import heavydb
+
+        _install_timeout_shim()
+        c = self.config
+        password = c.password.get_secret_value()
+        _local.timeout_ms = c.timeout_s * 1000.0
+        try:
+            return heavydb.connect(
+                host=c.host,
+                port=c.port,
+                user=c.user,
+                password=password,
+                dbname=c.database,
+                protocol=c.protocol,
+            )
+        except Exception as exc:
+            raise self._error("connect", exc, password) from None
+        finally:
+            _local.timeout_ms = None
+
+    def _connection(self) -> Any:
+        if self._con is None:
+            self._con = self._connect()
+        return self._con
+
+    def _drop(self, graceful: bool = False) -> None:
+        """Forget the connection; graceful ends the session, else only the socket is closed
+        (after a failure the stream may be out of step and a disconnect call would wait)."""
+        con, self._con = self._con, None
+        if con is None:
+            return
+        try:
+            if graceful:
+                con.close()
+            else:
+                con._closed = 1  # so pyheavydb's __del__ does not call disconnect either
+                con._transport.close()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop(graceful=True)
+
+    # -- errors -------------------------------------------------------------------------------
+
+    def _error(
+        self, operation: str, exc: BaseException, secret: str | None = None
+    ) -> ConnectorError:
+        text = _text(exc)
+        if secret is None:
+            try:
+                secret = self.config.password.get_secret_value()
+            except Exception:
+                secret = None
+        text = redact_text(text, [secret])
+        lowered = text.lower()
+        if _timed_out(exc):
+            return TimedOut(
+                self.name,
+                operation,
+                f"no answer from {self._where()} within {self.config.timeout_s:g}s",
+            )
+        if _is_transport(exc) or "could not connect" in lowered or "connection failed" in lowered:
+            return Unreachable(self.name, operation, f"{self._where()}: {text}")
+        if _NOT_FOUND.search(text):
+            return NotFound(self.name, operation, text)
+        if _REFUSED.search(text):
+            return Refused(self.name, operation, text)
+        return ConnectorError(self.name, operation, text)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def _call(self, operation: str, fn: Any, *, retry_transport: bool) -> Any:
+        """fn(con) with one reconnect on a dead session (and on a broken socket if allowed)."""
+        with self._lock:
+            for attempt in (1, 2):
+                con = self._connection()
+                try:
+                    return fn(con)
+                except Exception as exc:
+                    text = _text(exc)
+                    timed_out = _timed_out(exc)
+                    dead_session = bool(_DEAD_SESSION.search(text))
+                    broken = _is_transport(exc) or isinstance(exc, OSError | EOFError)
+                    if timed_out or broken or dead_session:
+                        # A timed-out thrift call leaves the stream out of step: never reuse it.
+                        self._drop()
+                    if (
+                        attempt == 1
+                        and not timed_out
+                        and (dead_session or (broken and retry_transport))
+                    ):
+                        continue
+                    raise self._error(operation, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run(
+        self,
+        operation: str,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        bound: Mapping[str, Any] | None
+        if params is None or isinstance(params, Mapping):
+            bound = params
+        else:
+            sql, bound = bind_positional(sql, params)
+
+        def run(con: Any) -> list[tuple[Any, ...]]:
+            cur = con.cursor()
+            try:
+                cur.execute(sql, parameters=bound)
+                return [tuple(r) for r in cur] if cur.description else []
+            finally:
+                cur.close()
+
+        return self._call(operation, run, retry_transport=bool(_READ_STATEMENT.match(sql)))
+
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement: named `:name` parameters (mapping) or `?` (sequence)."""
+        return self._run("query", sql, params)
+
+    # -- the SQLDatabase protocol ----------------------------------------------------------------
+
+    def ping(self) -> Probe:
+        def check() -> str:
+            self._run("ping", "SELECT 1")
+            status = self._call(
+                "ping",
+                lambda con: con._client.get_server_status(con._session),
+                retry_transport=True,
+            )
+            ro = " (read-only)" if status.read_only else ""
+            return f"HeavyDB {status.version} at {self._where()}{ro}"
+
+        return probe(self.name, check)
+
+    def row_count(self, table: str) -> int:
+        rows = self._run(f"count rows of {table}", f"SELECT COUNT(*) FROM {quote_ident(table)}")
+        return int(rows[0][0])
+
+    def tables(self) -> list[str]:
+        names = self._call(
+            "list tables", lambda con: con._client.get_tables(con._session), retry_transport=True
+        )
+        return sorted(str(n) for n in names)
+
+    def is_read_only(self) -> bool:
+        """The server's read-only flag (HeavyDB sets it at start: `--read-only`)."""
+        status = self._call(
+            "read server status",
+            lambda con: con._client.get_server_status(con._session),
+            retry_transport=True,
+        )
+        return bool(status.read_only)
+
+    def server_status(self) -> dict[str, Any]:
+        status = self._call(
+            "read server status",
+            lambda con: con._client.get_server_status(con._session),
+            retry_transport=True,
+        )
+        return {
+            "read_only": bool(status.read_only),
+            "version": status.version,
+            "start_time": status.start_time,
+            "edition": status.edition,
+            "host_name": status.host_name,
+            "role": status.role,
+        }
+
+    # -- database emergency procedures (docs/database-emergency.md) ---------------------------
+    # The connecting user must be a superuser (SHOW USER SESSIONS, ALTER USER, clear_*_memory).
+
+    def login_user(self) -> str:
+        return self.config.user
+
+    def _rows_with_columns(
+        self, operation: str, sql: str
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        def run(con: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
+            cur = con.cursor()
+            try:
+                cur.execute(sql)
+                cols = [str(d[0]).lower() for d in cur.description or []]
+                return cols, [tuple(r) for r in cur] if cur.description else []
+            finally:
+                cur.close()
+
+        return self._call(operation, run, retry_transport=True)
+
+    def _own_public_session(self) -> str | None:
+        con = self._con
+        sid = getattr(con, "_session", None) if con is not None else None
+        # HeavyDB's public session id: the first 3 and the last 4 characters of the session.
+        return f"{sid[:3]}-{sid[-4:]}" if isinstance(sid, str) and len(sid) >= 7 else None
+
+    def sessions(self) -> list[DbSession]:
+        """`SHOW USER SESSIONS` (public session ids), busy ones from the running queries."""
+        cols, rows = self._rows_with_columns("list sessions", "SHOW USER SESSIONS")
+        own = self._own_public_session()
+        busy: dict[str, float] = {}
+        try:
+            qcols, qrows = self._rows_with_columns("list running queries", "SHOW QUERIES")
+            for q in qrows:
+                rec = dict(zip(qcols, q, strict=False))
+                sid = str(rec.get("query_session_id") or "")
+                if sid and sid != own:
+                    busy[sid] = max(busy.get(sid, 0.0), _seconds_since(rec.get("submitted")))
+        except ConnectorError:
+            pass  # older servers: every session counts as idle, with unknown idle time
+        out = []
+        for r in rows:
+            rec = dict(zip(cols, r, strict=False))
+            sid = str(rec.get("session_id") or "")
+            idle = rec.get("idle_seconds", rec.get("idle_s"))
+            out.append(
+                DbSession(
+                    id=sid,
+                    user=str(rec.get("login_name") or ""),
+                    host=str(rec.get("client_address") or "") or None,
+                    database=str(rec.get("db_name") or "") or None,
+                    idle_s=None if sid in busy or idle is None else float(idle),
+                    busy_s=busy.get(sid),
+                    internal=sid == own,
+                )
+            )
+        return out
+
+    def users(self) -> list[DbUser]:
+        """`SHOW USER DETAILS`: every user with its can_login and is_super flags."""
+        cols, rows = self._rows_with_columns("list users", "SHOW USER DETAILS")
+        out = []
+        for r in rows:
+            rec = dict(zip(cols, r, strict=False))
+            out.append(
+                DbUser(
+                    name=str(rec.get("name")),
+                    can_login=_truthy(rec.get("can_login", True)),
+                    is_super=_truthy(rec.get("is_super", False)),
+                )
+            )
+        return out
+
+    def set_login(self, user: str, allowed: bool) -> None:
+        """ALTER USER ... (can_login = 'true'|'false')."""
+        self._run(
+            "set login",
+            f"ALTER USER {_quote_name(user)} (can_login = '{'true' if allowed else 'false'}')",
+        )
+
+    def clear_cpu_memory(self) -> None:
+        self._call(
+            "clear CPU memory",
+            lambda con: con._client.clear_cpu_memory(con._session),
+            retry_transport=False,
+        )
+
+    def clear_gpu_memory(self) -> None:
+        self._call(
+            "clear GPU memory",
+            lambda con: con._client.clear_gpu_memory(con._session),
+            retry_transport=False,
+        )
+
+
+def _text(exc: BaseException) -> str:
+    msg = getattr(exc, "error_msg", None) or getattr(exc, "message", None) or str(exc)
+    return str(msg).strip() or type(exc).__name__
+
+
+def _timed_out(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError):
+        return True
+    if _is_transport(exc) and getattr(exc, "type", None) == 3:  # TTransportException.TIMED_OUT
+        return True
+    return bool(_TIMED_OUT.search(_text(exc)))
+
+
+def _is_transport(exc: BaseException) -> bool:
+    try:
+        from thrift.transport.TTransport import TTransportException
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, TTransportException)
+
+
+def _quote_name(name: str) -> str:
+    """A user name for ALTER USER: bare when simple, else double-quoted."""
+    return name if is_simple_identifier(name) else '"' + name.replace('"', '""') + '"'
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "t", "1", "yes")
+    return bool(value)
+
+
+def _seconds_since(submitted: Any) -> float:
+    """Seconds since a `SHOW QUERIES` submitted time ('YYYY-MM-DD HH:MM:SS', server-local)."""
+    import datetime as dt
+    import time
+
+    try:
+        at = dt.datetime.strptime(str(submitted), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - time.mktime(at.timetuple()))
+
+
+# ============================================================================================
+# Data protection (docs/recovery.md): DUMP/RESTORE archives, table epochs, and the few
+# statements a recovery needs. `HeavyDBRecovery(db)` wraps a connector. DUMP and RESTORE
+# read and write files on the HeavyDB server's filesystem: the path given must be one the
+# server can write (DUMP) or read (RESTORE) and the backup task can read/write too (the same
+# machine, or a shared directory; HeavyDB also restricts them with allowed-import/export-paths).
+# ============================================================================================
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class HeavyDBRecovery:
+    """Backup and recovery steps on one HeavyDB server, as the connector's (super)user."""
+
+    def __init__(self, db: HeavyDBDatabase) -> None:
+        self.db = db
+
+    def table_epoch(self, table: str) -> int:
+        return int(
+            self.db._call(
+                f"read the epoch of {table}",
+                lambda con: con._client.get_table_epoch_by_name(con._session, table),
+                retry_transport=True,
+            )
+        )
+
+    def set_table_epoch(self, table: str, epoch: int) -> None:
+        """Roll the table back to `epoch` (refused below its rollback floor)."""
+        self.db._call(
+            f"set the epoch of {table} to {epoch}",
+            lambda con: con._client.set_table_epoch_by_name(con._session, table, int(epoch)),
+            retry_transport=False,
+        )
+
+    def table_details(self, table: str) -> dict[str, int]:
+        """Epoch, floor (the oldest epoch it can roll back to) and max_rollback_epochs."""
+
+        def run(con: Any) -> list[dict[str, Any]]:
+            cur = con.cursor()
+            try:
+                cur.execute(f"SHOW TABLE DETAILS {quote_ident(table)}")
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, r, strict=False)) for r in cur]
+            finally:
+                cur.close()
+
+        rows = self.db._call(f"read details of {table}", run, retry_transport=True)
+        if not rows:
+            raise NotFound(self.db.name, f"read details of {table}", "no such table")
+        row = rows[0]
+        return {
+            "epoch": int(row["max_epoch"]),
+            "floor": int(row["min_epoch_floor"]),
+            "max_rollback_epochs": int(row["max_rollback_epochs"]),
+        }
+
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, type) of each column, in order."""
+        details = self.db._call(
+            f"describe {table}",
+            lambda con: con._client.get_table_details(con._session, table),
+            retry_transport=True,
+        )
+        from heavydb.thrift.ttypes import TDatumType
+
+        return [
+            (c.col_name, TDatumType._VALUES_TO_NAMES.get(c.col_type.type, "?"))
+            for c in details.row_desc
+        ]
+
+    def dump_table(self, table: str, path: str, compression: str) -> None:
+        """DUMP TABLE t TO 'path' WITH (compression=...): an archive on the server's disk."""
+        self.db.query(
+            f"DUMP TABLE {quote_ident(table)} TO {_sql_string(path)}"
+            f" WITH (compression={_sql_string(compression)})"
+        )
+
+    def restore_table(self, table: str, path: str, compression: str) -> None:
+        """RESTORE TABLE t FROM 'path' (the table must not exist)."""
+        self.db.query(
+            f"RESTORE TABLE {quote_ident(table)} FROM {_sql_string(path)}"
+            f" WITH (compression={_sql_string(compression)})"
+        )
+
+    def rename_table(self, old: str, new: str) -> None:
+        self.db.query(f"ALTER TABLE {quote_ident(old)} RENAME TO {quote_ident(new)}")
+
+    def drop_table(self, table: str) -> None:
+        self.db.query(f"DROP TABLE IF EXISTS {quote_ident(table)}")
+
+    def exists(self, table: str) -> bool:
+        return table in self.db.tables()
+
+    def delete_keys(self, table: str, key: str, values: Sequence[Any]) -> None:
+        """DELETE the rows whose single-column key is in values (batches of 500)."""
+        for i in range(0, len(values), 500):
+            batch = list(values[i : i + 500])
+            marks = ", ".join("?" for _ in batch)
+            self.db.query(
+                f"DELETE FROM {quote_ident(table)} WHERE {quote_ident(key)} IN ({marks})", batch
+            )
+
+    def load_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        """Append rows through the load_table call (values sent as text, NULLs marked)."""
+        from heavydb.thrift.ttypes import TStringRow, TStringValue
+
+        def text(v: Any) -> TStringValue:
+            if v is None:
+                return TStringValue(str_val="", is_null=True)
+            if isinstance(v, bool):
+                return TStringValue(str_val="true" if v else "false", is_null=False)
+            if hasattr(v, "hour") and hasattr(v, "isoformat"):
+                return TStringValue(str_val=v.isoformat(sep=" "), is_null=False)
+            if hasattr(v, "isoformat"):
+                return TStringValue(str_val=v.isoformat(), is_null=False)
+            return TStringValue(str_val=str(v), is_null=False)
+
+        done = 0
+        for i in range(0, len(rows), 5000):
+            batch = [TStringRow(cols=[text(v) for v in r]) for r in rows[i : i + 5000]]
+            if not batch:
+                continue
+            self.db._call(
+                f"load rows into {table}",
+                lambda con, b=batch: con._client.load_table(con._session, table, b, list(columns)),
+                retry_transport=False,
+            )
+            done += len(batch)
+        return done
+
+    def keys(self, table: str, key: str) -> list[Any]:
+        return [r[0] for r in self.db.query(f"SELECT {quote_ident(key)} FROM {quote_ident(table)}")]

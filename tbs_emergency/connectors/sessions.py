@@ -1,0 +1,170 @@
+"""User sessions in Redis, through redis-py.
+
+Sessions are the keys under the configured prefix (`session:` by default). Counting walks them
+with SCAN, never KEYS, so a large keyspace is not blocked. Connect and socket timeouts are
+`timeout_s`. redis is imported in this module only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Any
+
+from tbs_emergency.config import RedisConfig
+from tbs_emergency.connectors._common import probe, redact_text, redact_url
+from tbs_emergency.connectors.base import Probe
+from tbs_emergency.errors import ConnectorError, Refused, TimedOut, Unreachable
+
+_SCAN_BATCH = 1000
+
+
+class RedisSessions:
+    def __init__(self, config: RedisConfig, name: str = "redis") -> None:
+        self.config = config
+        self.name = name
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _redis(self) -> Any:
+        import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        with self._lock:
+            if self._client is None:
+                c = self.config
+                kwargs: dict[str, Any] = {
+                    "socket_timeout": c.timeout_s,
+                    "socket_connect_timeout": c.timeout_s,
+                    # One quick retry on a dropped connection; none on a timeout, which would
+                    # multiply the time a caller waits (redis-py's default is 3 with backoff).
+                    "retry": Retry(
+                        ExponentialBackoff(cap=0.2, base=0.05),
+                        1,
+                        supported_errors=(redis.exceptions.ConnectionError,),
+                    ),
+                    "health_check_interval": 30,
+                }
+                if c.password is not None:
+                    kwargs["password"] = c.password.get_secret_value()
+                try:
+                    self._client = redis.Redis.from_url(c.url, **kwargs)
+                except ValueError as exc:
+                    raise ConnectorError(
+                        self.name, "configure", f"invalid URL {redact_url(c.url)}: {exc}"
+                    ) from None
+            return self._client
+
+    def _error(self, operation: str, exc: BaseException) -> ConnectorError:
+        import redis.exceptions as rx
+
+        secrets: list[str | None] = []
+        if self.config.password is not None:
+            with contextlib.suppress(Exception):
+                secrets.append(self.config.password.get_secret_value())
+        where = redact_url(self.config.url)
+        text = redact_text(str(exc) or type(exc).__name__, secrets)
+        if isinstance(exc, rx.TimeoutError | TimeoutError):
+            return TimedOut(
+                self.name, operation, f"no answer from {where} within {self.config.timeout_s:g}s"
+            )
+        if isinstance(exc, rx.AuthenticationError | rx.NoPermissionError | rx.ReadOnlyError):
+            return Refused(self.name, operation, text)
+        if isinstance(exc, rx.ConnectionError | OSError):
+            if "timed out" in text.lower():
+                return TimedOut(
+                    self.name,
+                    operation,
+                    f"no answer from {where} within {self.config.timeout_s:g}s",
+                )
+            return Unreachable(self.name, operation, f"{where}: {text}")
+        if isinstance(exc, rx.ResponseError) and (
+            "NOAUTH" in text or "WRONGPASS" in text or "NOPERM" in text
+        ):
+            return Refused(self.name, operation, text)
+        return ConnectorError(self.name, operation, text)
+
+    def _do(self, operation: str, fn: Any) -> Any:
+        try:
+            return fn(self._redis())
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise self._error(operation, exc) from None
+
+    def _pattern(self) -> str:
+        # SCAN MATCH is a glob: escape the prefix's own glob characters.
+        prefix = self.config.session_prefix
+        escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
+        return escaped + "*"
+
+    # -- the Sessions protocol ------------------------------------------------------------------
+
+    def count(self) -> int:
+        """How many session keys there are now (SCAN over the prefix)."""
+
+        def run(r: Any) -> int:
+            return sum(1 for _ in r.scan_iter(match=self._pattern(), count=_SCAN_BATCH))
+
+        return int(self._do("count sessions", run))
+
+    def list_ids(self, limit: int = 100) -> list[str]:
+        """Up to limit session ids (keys without the prefix), in no particular order."""
+        prefix = self.config.session_prefix
+
+        def run(r: Any) -> list[str]:
+            ids: list[str] = []
+            for key in r.scan_iter(match=self._pattern(), count=_SCAN_BATCH):
+                k = key.decode("utf-8", errors="replace") if isinstance(key, bytes) else str(key)
+                ids.append(k[len(prefix) :])
+                if len(ids) >= limit:
+                    break
+            return ids
+
+        return list(self._do("list sessions", run))
+
+    def get(self, session_id: str) -> dict[str, Any] | None:
+        """A session's content: a hash as a dict, a JSON string decoded, else {"value": ...}.
+
+        None when there is no such session.
+        """
+        key = self.config.session_prefix + session_id
+
+        def run(r: Any) -> dict[str, Any] | None:
+            kind = r.type(key)
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind == "none":
+                return None
+            if kind == "hash":
+                return {_s(k): _s(v) for k, v in r.hgetall(key).items()}
+            if kind == "string":
+                raw = _s(r.get(key))
+                try:
+                    value = json.loads(raw)
+                except ValueError:
+                    return {"value": raw}
+                return value if isinstance(value, dict) else {"value": value}
+            return {"type": kind}
+
+        return self._do(f"read session {session_id}", run)
+
+    def ping(self) -> Probe:
+        def check() -> str:
+            info = self._do("ping", lambda r: (r.ping(), r.info("server"))[1])
+            return f"Redis {info.get('redis_version', '?')} at {redact_url(self.config.url)}"
+
+        return probe(self.name, check)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                finally:
+                    self._client = None
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,109 @@
+"""Traffic switching between blue and green.
+
+`HttpTraffic` is the load balancer's admin API (traffic.kind = "http"):
+
+- `GET  {url}/emergency/status`         -> `{"active": "blue"|"green", "backends": {...}, ...}`
+- `POST {url}/emergency/redirect-blue`  -> `{"active": "blue", "previous": ..., "changed": bool}`
+- `POST {url}/emergency/switch` `{"target": "blue"|"green"}` -> the same shape
+
+with `Authorization: Bearer <token>` when traffic.token is set. The HAProxy runtime-API and AWS
+ALB adapters are not implemented yet: `make_traffic` says so with a ConnectorError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from tbs_emergency.config import TrafficConfig
+from tbs_emergency.connectors._common import probe
+from tbs_emergency.connectors._http import HttpEndpoint, HttpResponse
+from tbs_emergency.connectors.base import EnvName, Probe
+from tbs_emergency.errors import ConnectorError
+
+ENVIRONMENTS: tuple[EnvName, ...] = ("blue", "green")
+
+
+class HttpTraffic:
+    """The load balancer's HTTP admin API."""
+
+    kind = "http"
+
+    def __init__(self, config: TrafficConfig, name: str = "traffic") -> None:
+        if not config.url:
+            raise ConnectorError(name, "configure", "traffic.url is not set")
+        self.config = config
+        self.name = name
+        token = config.token.get_secret_value() if config.token else None
+        self._http = HttpEndpoint(name, config.url, config.timeout_s, token=token)
+
+    def _env(self, operation: str, body: Any, field: str = "active") -> EnvName:
+        value = body.get(field) if isinstance(body, dict) else None
+        if value not in ENVIRONMENTS:
+            raise ConnectorError(
+                self.name, operation, f"the answer has no valid {field!r}: {str(body)[:200]}"
+            )
+        return cast(EnvName, value)
+
+    def _checked(self, operation: str, resp: HttpResponse) -> dict[str, Any]:
+        if not 200 <= resp.status < 300:
+            raise self._http.status_error(operation, resp)
+        body = self._http.json_of(operation, resp)
+        if not isinstance(body, dict):
+            raise ConnectorError(self.name, operation, f"expected a JSON object, got {body!r:.120}")
+        return body
+
+    def status(self) -> dict[str, Any]:
+        """The whole status document (active environment, backends, ...)."""
+        op = "read status"
+        body = self._checked(op, self._http.request("GET", "/emergency/status", op))
+        self._env(op, body)
+        return body
+
+    def active(self) -> EnvName:
+        """The environment that has the traffic now."""
+        return self._env("read active environment", self.status())
+
+    def redirect_blue(self) -> dict[str, Any]:
+        """The runbook's `POST /emergency/redirect-blue`; the answer (active, previous, changed)."""
+        op = "redirect traffic to blue"
+        body = self._checked(op, self._http.request("POST", "/emergency/redirect-blue", op))
+        if self._env(op, body) != "blue":
+            raise ConnectorError(self.name, op, f"blue is not active afterwards: {body}")
+        return body
+
+    def switch(self, env: EnvName) -> dict[str, Any]:
+        """Send traffic to env through `/emergency/switch`; the answer."""
+        if env not in ENVIRONMENTS:
+            raise ValueError(f"unknown environment {env!r}")
+        op = f"switch traffic to {env}"
+        body = self._checked(
+            op, self._http.request("POST", "/emergency/switch", op, json={"target": env})
+        )
+        if self._env(op, body) != env:
+            raise ConnectorError(self.name, op, f"{env} is not active afterwards: {body}")
+        return body
+
+    def switch_to(self, env: EnvName) -> EnvName:
+        """Send all traffic to env (blue through redirect-blue); the active environment after."""
+        body = self.redirect_blue() if env == "blue" else self.switch(env)
+        return self._env(f"switch traffic to {env}", body)
+
+    def ping(self) -> Probe:
+        def check() -> str:
+            return f"admin API at {self._http.redacted()}, active: {self.active()}"
+
+        return probe(self.name, check)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def make_traffic(config: TrafficConfig, name: str = "traffic") -> HttpTraffic:
+    """The adapter for traffic.kind."""
+    if config.kind == "http":
+        return HttpTraffic(config, name)
+    raise ConnectorError(
+        name,
+        "configure",
+        f"the {config.kind!r} traffic adapter is not implemented yet; use kind = 'http'",
+    )
