@@ -1,0 +1,1046 @@
+"""The whole TBS world on one machine: start it, describe it, break it, stop it.
+
+`up(dir)` starts (or reuses) every service below, seeds the dataset once, and writes
+`dir/tbs.toml` (and `dir/env.sh`) pointing at them; `down(dir)` stops them and keeps their data, so
+the next `up` resumes. All of it listens on free loopback ports, chosen once and remembered in
+`dir/ports.json`, so the configuration stays valid across restarts.
+
+| name       | what                                                                          |
+|------------|-------------------------------------------------------------------------------|
+| mariadb    | MariaDB of its own (ROW binlog) holding the archive database `tbs_archive`     |
+| heavydb    | the HeavyDB-wire-compatible server (`python -m sandbox.heavydb`)              |
+| s3         | moto's server (in memory: a restart empties it; `up` recreates the bucket)    |
+| redis      | sessions, shared by both environments                                         |
+| sink       | records webhook / PagerDuty / SMTP deliveries (`sandbox.standins.sink`)       |
+| app-blue   | the TBS app stand-in of blue, with blue's MySQL and HeavyDB proxies           |
+| app-green  | the same for green                                                            |
+| lb         | the load balancer stand-in with the emergency admin API (token protected)     |
+| prometheus | Debian's Prometheus scraping both apps every second                           |
+| prefect    | a Prefect server with its own SQLite under `dir/prefect` (optional)           |
+
+The environments share the database servers; each environment's configured host:port is its own
+app's proxy, so a fault injected into one environment's database path leaves the other alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sandbox.proc import (
+    LOOPBACK,
+    Service,
+    ServiceError,
+    free_port,
+    load_services,
+    pid_alive,
+    port_open,
+    save_services,
+    start_listening,
+    stop_pid,
+)
+from sandbox.standins.faults import FAULT_KINDS, FaultSpecError, validate_fault
+
+Log = Callable[[str], None]
+
+ENVIRONMENTS = ("blue", "green")
+SERVICE_ORDER = (
+    "mariadb",
+    "heavydb",
+    "s3",
+    "redis",
+    "sink",
+    "app-blue",
+    "app-green",
+    "lb",
+    "prometheus",
+    "prefect",
+)
+# down() stops these layers one after the other (services within a layer at once).
+STOP_LAYERS = (
+    ("prefect", "prometheus", "lb"),
+    ("app-blue", "app-green", "sink"),
+    ("redis", "s3", "heavydb", "mariadb"),
+)
+VERSIONS = {"blue": "1.8.2", "green": "1.9.0"}  # green = the new release, blue = last good
+DATABASE = "tbs_archive"
+APP_USER = "tbs_app"
+RECOVERY_USER = "tbs_recovery"
+HEAVYDB_PASSWORD = "HyperInteractive"
+BUCKET = "tbs-sandbox"
+S3_KEYS = ("testing", "testing")  # moto accepts anything; dummy keys keep boto3 off real AWS
+PAGERDUTY_ROUTING_KEY = "sandbox-routing-key"
+PROMETHEUS = "/usr/bin/prometheus"
+REQUIRED_BINARIES = {
+    # binary -> Debian package
+    "prometheus": "prometheus",
+    "haproxy": "haproxy",
+    "mariadbd": "mariadb-server",
+    "redis-server": "redis-server",
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# Where the sandbox's Python processes keep compiled bytecode (see _bytecode_cache).
+PYCACHE_DIR = Path.home() / ".cache" / "tbs-emergency" / "pycache"
+
+
+class WorldError(ServiceError):
+    """The sandbox world cannot do what was asked; the message is one line."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Binaries
+# ------------------------------------------------------------------------------------------------
+
+
+def _which(binary: str) -> str | None:
+    return shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def ensure_binaries(log: Log = print) -> None:
+    """Make sure Prometheus, HAProxy, MariaDB and Redis are installed (apt-get when root)."""
+    missing = sorted({pkg for binary, pkg in REQUIRED_BINARIES.items() if not _which(binary)})
+    if not missing:
+        return
+    command = "apt-get install -y " + " ".join(missing)
+    if os.geteuid() != 0:
+        raise WorldError(f"missing Debian packages; install them with: sudo {command}")
+    log(f"installing {', '.join(missing)} with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "env": env}
+    if subprocess.run(install, **quiet).returncode != 0:  # type: ignore[call-overload]
+        subprocess.run(["apt-get", "update"], **quiet)  # type: ignore[call-overload]
+        if subprocess.run(install, **quiet).returncode != 0:  # type: ignore[call-overload]
+            raise WorldError(f"apt-get could not install {', '.join(missing)}; try: {command}")
+    still = sorted({pkg for binary, pkg in REQUIRED_BINARIES.items() if not _which(binary)})
+    if still:
+        raise WorldError(f"still missing after apt-get: {', '.join(still)}")
+
+
+def heavydb_available() -> bool:
+    """Whether the project's HeavyDB-wire-compatible server is present in this checkout."""
+    try:
+        return importlib.util.find_spec("sandbox.heavydb.__main__") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _bytecode_cache() -> Iterator[None]:
+    """Let the Python servers `up` starts (and this process) cache their compiled bytecode.
+
+    With PYTHONDONTWRITEBYTECODE set, every start of a stand-in, moto or Prefect recompiles every
+    module it imports: measured here, importing Prefect's server costs 17 s of CPU that way and
+    8 s from a cache; the app stand-in's imports 4 s against 1.5 s. The cache lives outside the
+    checkout (PYTHONPYCACHEPREFIX); TBS_SANDBOX_PYCACHE=off keeps the caller's setting,
+    TBS_SANDBOX_PYCACHE=DIR moves the cache.
+    """
+    choice = os.environ.get("TBS_SANDBOX_PYCACHE", "")
+    if choice == "off" or os.environ.get("PYTHONPYCACHEPREFIX"):
+        yield
+        return
+    prefix = str(Path(choice) if choice else PYCACHE_DIR)
+    saved_env = os.environ.get("PYTHONDONTWRITEBYTECODE")
+    saved_sys = (sys.dont_write_bytecode, sys.pycache_prefix)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    sys.dont_write_bytecode, sys.pycache_prefix = False, prefix
+    try:
+        yield
+    finally:
+        os.environ.pop("PYTHONPYCACHEPREFIX", None)
+        if saved_env is not None:
+            os.environ["PYTHONDONTWRITEBYTECODE"] = saved_env
+        sys.dont_write_bytecode, sys.pycache_prefix = saved_sys
+
+
+# ------------------------------------------------------------------------------------------------
+# State files under the sandbox directory
+# ------------------------------------------------------------------------------------------------
+
+
+class _World:
+    """One sandbox directory: its recorded services, ports and secrets."""
+
+    def __init__(self, sandbox_dir: Path) -> None:
+        self.dir = Path(sandbox_dir).resolve()
+        self.services_file = self.dir / "services.json"
+        self.ports_file = self.dir / "ports.json"
+        self.secrets_file = self.dir / "secrets.json"
+        self.services = load_services(self.services_file)
+        self.ports: dict[str, int] = _read_json(self.ports_file)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Only one up/down at a time per directory (another process waits)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def record(self, service: Service) -> None:
+        with self._lock:
+            self.services[service.name] = service
+            save_services(self.services_file, self._ordered())
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self.services.pop(name, None)
+            save_services(self.services_file, self._ordered())
+
+    def _ordered(self) -> dict[str, Service]:
+        rank = {n: i for i, n in enumerate(SERVICE_ORDER)}
+        return dict(sorted(self.services.items(), key=lambda kv: rank.get(kv[0], 99)))
+
+    def port(self, key: str) -> int:
+        """The remembered port for key, or a new free one (remembered from now on)."""
+        with self._lock:
+            port = self.ports.get(key)
+            if port is None or (port_open(LOOPBACK, port) and not self._ours(port)):
+                port = free_port()
+                while port in self.ports.values():
+                    port = free_port()
+                self.ports[key] = port
+                _write_json(self.ports_file, self.ports)
+            return port
+
+    def _ours(self, port: int) -> bool:
+        return any(port in _ports_of(s) and s.alive() for s in self.services.values())
+
+    def secrets(self) -> dict[str, str]:
+        data = _read_json(self.secrets_file)
+        wanted = {
+            "mysql_app_password": lambda: secrets.token_urlsafe(18),
+            "mysql_recovery_password": lambda: secrets.token_urlsafe(18),
+            "lb_token": lambda: secrets.token_urlsafe(24),
+        }
+        changed = False
+        for key, make in wanted.items():
+            if not data.get(key):
+                data[key] = make()
+                changed = True
+        if changed:
+            _write_json(self.secrets_file, data)
+            os.chmod(self.secrets_file, 0o600)
+        return data
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _ports_of(service: Service) -> list[int]:
+    ports = [service.port]
+    for key, value in service.extra.items():
+        if key.endswith("_port") and str(value).isdigit() and int(value) > 0:
+            ports.append(int(value))
+    return ports
+
+
+def _healthy(service: Service) -> bool:
+    # The main port only: an app's database proxies are closed on purpose during a db-down fault.
+    return service.alive() and port_open(service.host, service.port)
+
+
+def _signature(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(200 <= resp.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# up
+# ------------------------------------------------------------------------------------------------
+
+
+def up(
+    sandbox_dir: Path,
+    rows: int = 100_000,
+    *,
+    prefect: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Start (or reuse) the whole world, seed it once, write tbs.toml; return where things are.
+
+    Returns `{"services": {name: {"url", "pid"}}, "config": "<abs path of tbs.toml>"}`.
+    Idempotent: services still running from an earlier `up` are reused, dead ones restarted.
+    """
+    if rows < 1:
+        raise WorldError("rows must be at least 1")
+    world = _World(Path(sandbox_dir))
+    started = time.monotonic()
+    with world.locked(), _bytecode_cache():
+        world.services = load_services(world.services_file)
+        ensure_binaries(log)
+        sec = world.secrets()
+        with_heavydb = heavydb_available()
+        if not with_heavydb:
+            log("heavydb: not available yet (sandbox.heavydb server missing); skipped")
+        ports = {
+            name: world.port(name)
+            for name in ("mariadb", "heavydb", "s3", "redis", "sink", "lb", "prometheus")
+        }
+        ports["sink_smtp"] = world.port("sink_smtp")
+        for env in ENVIRONMENTS:
+            ports[f"app-{env}"] = world.port(f"app-{env}")
+            ports[f"{env}_mysql_proxy"] = world.port(f"{env}_mysql_proxy")
+            ports[f"{env}_heavydb_proxy"] = world.port(f"{env}_heavydb_proxy")
+        if prefect:
+            ports["prefect"] = world.port("prefect")
+
+        starter = _Starter(world, ports, sec, log)
+        seeded = _read_json(world.dir / "seed.json")
+        for db, info in seeded.items():
+            if info.get("rows") != rows:
+                log(f"{db}: seeded earlier with {info.get('rows')} rows; keeping that dataset")
+        with ThreadPoolExecutor(max_workers=9, thread_name_prefix="world-up") as pool:
+            futures: dict[str, Future[Service]] = {}
+            if "mysql" not in seeded or (with_heavydb and "heavydb" not in seeded):
+                # Generating the data (and importing pandas and heavyai) overlaps server start-up.
+                pool.submit(_preload, rows, with_heavydb)
+
+            def submit(name: str, fn: Callable[[], Service]) -> None:
+                futures[name] = pool.submit(fn)
+
+            # Prefect is the slowest to start and depends on nothing: first.
+            if prefect:
+                submit("prefect", starter.prefect)
+            elif (old := world.services.get("prefect")) is not None and not _healthy(old):
+                world.forget("prefect")
+            submit("mariadb", starter.mariadb)
+            if with_heavydb:
+                submit("heavydb", starter.heavydb)
+            submit("s3", starter.s3)
+            submit("redis", starter.redis)
+            submit("sink", starter.sink)
+            submit("lb", starter.lb)
+            submit("prometheus", starter.prometheus)
+
+            mariadb = futures["mariadb"].result()
+            heavydb = futures["heavydb"].result() if with_heavydb else None
+            bucket = pool.submit(starter.bucket, futures["s3"])
+            seeding = [pool.submit(starter.seed_mysql, mariadb, rows)]
+            if heavydb is not None and "heavydb" not in seeded:
+                seeding.append(pool.submit(starter.seed_heavydb, heavydb, rows))
+            for f in seeding:
+                f.result()
+            futures["redis"].result()
+            for env in ENVIRONMENTS:
+                submit(f"app-{env}", functools.partial(starter.app, env, mariadb, heavydb))
+            errors = []
+            try:
+                bucket.result()
+            except Exception as exc:
+                errors.append(f"s3 bucket: {exc}")
+            for name, fut in futures.items():
+                try:
+                    fut.result()
+                except Exception as exc:
+                    errors.append(f"{name}: {exc}")
+            if errors:
+                raise WorldError("; ".join(errors))
+
+        config = write_config(world, ports, sec, with_heavydb=with_heavydb)
+        log(f"world up in {time.monotonic() - started:.1f}s; config: {config}")
+        return {
+            "services": {
+                name: {"url": s.url, "pid": s.pid} for name, s in world._ordered().items()
+            },
+            "config": str(config),
+        }
+
+
+class _Starter:
+    """Starts one service each (reusing a healthy one); runs on worker threads."""
+
+    def __init__(self, world: _World, ports: dict[str, int], sec: dict[str, str], log: Log):
+        self.world = world
+        self.ports = ports
+        self.sec = sec
+        self.log = log
+
+    def _reuse(self, name: str, signature: str | None = None) -> Service | None:
+        """The recorded service if it is healthy (and started the same way); else stop it."""
+        service = self.world.services.get(name)
+        if service is None:
+            return None
+        same = signature is None or service.extra.get("signature") == signature
+        if same and _healthy(service):
+            self.log(f"{name}: running (pid {service.pid}, {service.url})")
+            return service
+        why = "configuration changed" if not same else "not healthy"
+        if pid_alive(service.pid):
+            self.log(f"{name}: {why}; restarting (pid {service.pid})")
+            stop_pid(service.pid)
+        else:
+            self.log(f"{name}: not running; starting again")
+        self.world.forget(name)
+        return None
+
+    def _started(self, service: Service, t0: float) -> Service:
+        self.world.record(service)
+        self.log(f"{service.name}: started in {time.monotonic() - t0:.1f}s ({service.url})")
+        return service
+
+    def _logs(self, name: str) -> Path:
+        path = self.world.dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # real servers -----------------------------------------------------------------------------
+    def mariadb(self) -> Service:
+        from sandbox.services import start_mariadb
+
+        if (s := self._reuse("mariadb")) is not None:
+            return s
+        t0 = time.monotonic()
+        return self._started(start_mariadb(self.world.dir / "mariadb", self.ports["mariadb"]), t0)
+
+    def redis(self) -> Service:
+        from sandbox.services import start_redis
+
+        if (s := self._reuse("redis")) is not None:
+            return s
+        t0 = time.monotonic()
+        return self._started(start_redis(self.world.dir / "redis", self.ports["redis"]), t0)
+
+    def s3(self) -> Service:
+        from sandbox.services import start_moto
+
+        if (s := self._reuse("s3")) is not None:
+            return s
+        t0 = time.monotonic()
+        service = start_moto(self.world.dir / "s3", self.ports["s3"])
+        service.name = "s3"
+        return self._started(service, t0)
+
+    def heavydb(self) -> Service:
+        if (s := self._reuse("heavydb")) is not None:
+            return s
+        t0 = time.monotonic()
+        port = self.ports["heavydb"]
+        data_dir = self._logs("heavydb") / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "sandbox.heavydb", "--port", str(port)]
+        argv += ["--data-dir", str(data_dir), "--admin-password", HEAVYDB_PASSWORD]
+        service = start_listening(
+            "heavydb",
+            argv,
+            port,
+            self.world.dir / "heavydb" / "heavydb.log",
+            url=f"heavydb://admin@{LOOPBACK}:{port}/heavyai",
+            cwd=ROOT,
+            env={"PYTHONUNBUFFERED": "1"},
+            timeout=60,
+            extra={"data_dir": str(data_dir)},
+        )
+        return self._started(service, t0)
+
+    def prometheus(self) -> Service:
+        base = self._logs("prometheus")
+        config = base / "prometheus.yml"
+        text = _prometheus_config(
+            [f"{LOOPBACK}:{self.ports[f'app-{env}']}" for env in ENVIRONMENTS]
+        )
+        port = self.ports["prometheus"]
+        argv = [
+            _which("prometheus") or PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={base / 'tsdb'}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ]
+        signature = _signature(argv, text)
+        if (s := self._reuse("prometheus", signature)) is not None:
+            return s
+        config.write_text(text)
+        t0 = time.monotonic()
+        url = f"http://{LOOPBACK}:{port}"
+        service = start_listening(
+            "prometheus",
+            argv,
+            port,
+            base / "prometheus.log",
+            url=url,
+            cwd=base,
+            ready=lambda: _http_ok(f"{url}/-/ready"),
+            timeout=60,
+            extra={"signature": signature},
+        )
+        return self._started(service, t0)
+
+    def prefect(self) -> Service:
+        home = self._logs("prefect")
+        port = self.ports["prefect"]
+        binary = Path(sys.executable).with_name("prefect")
+        argv = [str(binary), "server", "start", "--host", LOOPBACK, "--port", str(port)]
+        signature = _signature(argv)
+        if (s := self._reuse("prefect", signature)) is not None:
+            return s
+        t0 = time.monotonic()
+        url = f"http://{LOOPBACK}:{port}"
+        env = {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_API_URL": f"{url}/api",
+            "PREFECT_UI_API_URL": f"{url}/api",
+        }
+        service = start_listening(
+            "prefect",
+            argv,
+            port,
+            home / "prefect.log",
+            url=url,
+            cwd=home,
+            env=env,
+            ready=lambda: _http_ok(f"{url}/api/health"),
+            timeout=300,  # minutes on a busy 2-core machine with a fresh database
+            extra={"signature": signature, "api_url": f"{url}/api", "home": str(home)},
+        )
+        return self._started(service, t0)
+
+    # stand-ins --------------------------------------------------------------------------------
+    def sink(self) -> Service:
+        base = self._logs("sink")
+        port, smtp = self.ports["sink"], self.ports["sink_smtp"]
+        argv = [sys.executable, "-m", "sandbox.standins.sink", "--port", str(port)]
+        argv += ["--smtp-port", str(smtp), "--store", str(base / "deliveries.jsonl")]
+        signature = _signature(argv)
+        if (s := self._reuse("sink", signature)) is not None:
+            return s
+        t0 = time.monotonic()
+        url = f"http://{LOOPBACK}:{port}"
+        service = start_listening(
+            "sink",
+            argv,
+            port,
+            base / "sink.log",
+            url=url,
+            cwd=ROOT,
+            ready=lambda: _http_ok(f"{url}/health") and port_open(LOOPBACK, smtp),
+            timeout=60,
+            extra={"signature": signature, "smtp_port": str(smtp)},
+        )
+        return self._started(service, t0)
+
+    def lb(self) -> Service:
+        base = self._logs("lb")
+        port = self.ports["lb"]
+        argv = [sys.executable, "-m", "sandbox.standins.lb", "--port", str(port)]
+        for env in ENVIRONMENTS:
+            argv += [f"--{env}", f"http://{LOOPBACK}:{self.ports[f'app-{env}']}"]
+        argv += ["--state-file", str(base / "state.json"), "--token-env", "TBS_LB_TOKEN"]
+        signature = _signature(argv, self.sec["lb_token"])
+        if (s := self._reuse("lb", signature)) is not None:
+            return s
+        t0 = time.monotonic()
+        url = f"http://{LOOPBACK}:{port}"
+        service = start_listening(
+            "lb",
+            argv,
+            port,
+            base / "lb.log",
+            url=url,
+            cwd=ROOT,
+            env={"TBS_LB_TOKEN": self.sec["lb_token"]},
+            timeout=60,
+            extra={"signature": signature, "state_file": str(base / "state.json")},
+        )
+        return self._started(service, t0)
+
+    def app(self, env: str, mariadb: Service, heavydb: Service | None) -> Service:
+        name = f"app-{env}"
+        base = self._logs("apps")
+        port = self.ports[name]
+        mysql_proxy = self.ports[f"{env}_mysql_proxy"]
+        heavydb_proxy = self.ports[f"{env}_heavydb_proxy"] if heavydb else 0
+        argv = [sys.executable, "-m", "sandbox.standins.app", "--env", env, "--port", str(port)]
+        argv += ["--version", VERSIONS[env], "--mysql", f"{LOOPBACK}:{mariadb.port}"]
+        argv += ["--mysql-proxy-port", str(mysql_proxy), "--mysql-user", APP_USER]
+        argv += ["--mysql-database", DATABASE, "--redis-url", self.world.services["redis"].url]
+        if heavydb is not None:
+            argv += ["--heavydb", f"{LOOPBACK}:{heavydb.port}"]
+            argv += ["--heavydb-proxy-port", str(heavydb_proxy)]
+        env_vars = {
+            "TBS_APP_MYSQL_PASSWORD": self.sec["mysql_app_password"],
+            "TBS_APP_HEAVYDB_PASSWORD": HEAVYDB_PASSWORD,
+        }
+        signature = _signature(argv, env_vars)
+        if (s := self._reuse(name, signature)) is not None:
+            return s
+        t0 = time.monotonic()
+        url = f"http://{LOOPBACK}:{port}"
+        service = start_listening(
+            name,
+            argv,
+            port,
+            base / f"{name}.log",
+            url=url,
+            cwd=ROOT,
+            env=env_vars,
+            ready=lambda: port_open(LOOPBACK, mysql_proxy),
+            timeout=120,
+            extra={
+                "signature": signature,
+                "env": env,
+                "mysql_proxy_port": str(mysql_proxy),
+                "heavydb_proxy_port": str(heavydb_proxy),
+            },
+        )
+        return self._started(service, t0)
+
+    # data -------------------------------------------------------------------------------------
+    def seed_mysql(self, mariadb: Service, rows: int) -> None:
+        import pymysql
+
+        from sandbox import seed
+        from sandbox.services import ensure_mysql_accounts
+
+        ensure_mysql_accounts(
+            mariadb,
+            DATABASE,
+            APP_USER,
+            self.sec["mysql_app_password"],
+            RECOVERY_USER,
+            self.sec["mysql_recovery_password"],
+        )
+        con = pymysql.connect(
+            unix_socket=mariadb.extra["socket"],
+            user="root",
+            password="",
+            database=DATABASE,
+            local_infile=True,
+            autocommit=False,
+        )
+        try:
+            if not set(seed.TABLES) <= seed.mysql_tables_present(con):
+                t0 = time.monotonic()
+                seed.seed_mysql(con, _frames(rows), log=self.log)
+                self.log(f"mysql: seeded in {time.monotonic() - t0:.1f}s")
+        finally:
+            con.close()
+        _note_seed(self.world, "mysql", rows)
+
+    def seed_heavydb(self, heavydb: Service, rows: int) -> None:
+        from sandbox import seed
+
+        t0 = time.monotonic()
+        loaded = seed.seed_heavydb(
+            LOOPBACK, heavydb.port, HEAVYDB_PASSWORD, _frames(rows), log=self.log
+        )
+        if loaded:
+            self.log(f"heavydb: seeded in {time.monotonic() - t0:.1f}s")
+        _note_seed(self.world, "heavydb", rows)
+
+    def bucket(self, s3_future: Future[Service]) -> None:
+        import boto3
+        from botocore.exceptions import ClientError
+
+        s3 = s3_future.result()
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3.url,
+            region_name="us-east-1",
+            aws_access_key_id=S3_KEYS[0],
+            aws_secret_access_key=S3_KEYS[1],
+        )
+        try:
+            client.head_bucket(Bucket=BUCKET)
+        except ClientError:
+            # Object Lock needs to be enabled at creation; without a default retention rule it
+            # changes nothing until a writer asks for retention (the incident journal does).
+            client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+            self.log(f"s3: bucket {BUCKET} created")
+
+
+def _preload(rows: int, with_heavydb: bool) -> None:
+    with contextlib.suppress(Exception):
+        _frames(rows)
+        if with_heavydb:
+            import heavyai  # noqa: F401
+
+
+_FRAMES: dict[int, dict[str, Any]] = {}
+_FRAMES_LOCK = threading.Lock()
+
+
+def _frames(rows: int) -> dict[str, Any]:
+    """The seed data, generated once per process even when both databases need it."""
+    from sandbox import seed
+
+    with _FRAMES_LOCK:
+        if rows not in _FRAMES:
+            _FRAMES.clear()
+            _FRAMES[rows] = seed.frames(rows)
+        return _FRAMES[rows]
+
+
+def _note_seed(world: _World, db: str, rows: int) -> None:
+    with world._lock:
+        path = world.dir / "seed.json"
+        data = _read_json(path)
+        data[db] = {"rows": rows, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        _write_json(path, data)
+
+
+def _prometheus_config(targets: list[str]) -> str:
+    lines = [
+        "# Written by sandbox.world: scrape both app stand-ins every second.",
+        "global:",
+        "  scrape_interval: 1s",
+        "  scrape_timeout: 1s",
+        "  evaluation_interval: 1s",
+        "scrape_configs:",
+        "  - job_name: tbs-app",
+        "    honor_labels: true",
+        "    static_configs:",
+        "      - targets: [" + ", ".join(f'"{t}"' for t in targets) + "]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# tbs.toml
+# ------------------------------------------------------------------------------------------------
+
+
+def _q(value: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML for these values)."""
+    return json.dumps(value)
+
+
+def write_config(
+    world: _World,
+    ports: dict[str, int],
+    sec: dict[str, str],
+    *,
+    with_heavydb: bool,
+) -> Path:
+    """Write tbs.toml and env.sh for the running world; return tbs.toml's absolute path."""
+    services = world.services
+    redis_url = services["redis"].url
+    sink = services["sink"]
+    sink_url = sink.url
+    lines = [
+        "# The sandbox world's configuration, written by `tbs-emergency sandbox up`",
+        f"# (sandbox.world) at {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.",
+        "# Regenerated on every `up`: edit a copy, not this file. Secrets are literals here",
+        "# because this is the sandbox; see docs/tbs.example.toml for a real deployment.",
+        f"# MariaDB itself (root, empty password, binlog): 127.0.0.1:{ports['mariadb']}, socket",
+        f"# {services['mariadb'].extra.get('socket', '')}. The {RECOVERY_USER} password is in",
+        f"# {world.secrets_file} (mysql_recovery_password) and in env.sh.",
+        "",
+    ]
+    for env in ENVIRONMENTS:
+        app = services[f"app-{env}"]
+        lines += [
+            f"[environments.{env}]",
+            f"app_url = {_q(app.url)}",
+            f"[environments.{env}.heavydb]",
+            "# this environment's proxy in front of the shared HeavyDB server"
+            + ("" if with_heavydb else " (HeavyDB not available in this sandbox yet)"),
+            f'host = "{LOOPBACK}"',
+            f"port = {ports[f'{env}_heavydb_proxy']}",
+            'user = "admin"',
+            f"password = {_q(HEAVYDB_PASSWORD)}",
+            'database = "heavyai"',
+            f"[environments.{env}.mysql]",
+            "# this environment's proxy in front of the shared MariaDB server",
+            f'host = "{LOOPBACK}"',
+            f"port = {ports[f'{env}_mysql_proxy']}",
+            f"user = {_q(APP_USER)}",
+            f"password = {_q(sec['mysql_app_password'])}",
+            f"database = {_q(DATABASE)}",
+            f"recovery_user = {_q(RECOVERY_USER)}",
+            f"[environments.{env}.redis]",
+            f"url = {_q(redis_url)}",
+            "",
+        ]
+    lines += [
+        "[traffic]",
+        'kind = "http"',
+        f"url = {_q(services['lb'].url)}",
+        f"token = {_q(sec['lb_token'])}",
+        "",
+        "[storage]",
+        f"bucket = {_q(BUCKET)}",
+        'prefix = "tbs-emergency"',
+        f"endpoint_url = {_q(services['s3'].url)}",
+        'region = "us-east-1"',
+        'sse = "AES256"',
+        f"access_key_id = {_q(S3_KEYS[0])}",
+        f"secret_access_key = {_q(S3_KEYS[1])}",
+        "",
+        "[metrics]",
+        f"prometheus_url = {_q(services['prometheus'].url)}",
+        "",
+        "[triggers]",
+        "# drills run in seconds: every trigger duration is multiplied by this",
+        "time_scale = 0.01",
+        "",
+        "[drills]",
+        'target = "sandbox"',
+        "time_scale = 0.01",
+        "",
+        "[channels.oncall]",
+        'kind = "webhook"',
+        f"url = {_q(sink_url + '/hooks/oncall')}",
+        "[channels.stakeholders]",
+        'kind = "webhook"',
+        f"url = {_q(sink_url + '/hooks/stakeholders')}",
+        "[channels.pagerduty]",
+        'kind = "pagerduty"',
+        f"url = {_q(sink_url + '/pagerduty/v2/enqueue')}",
+        f"token = {_q(PAGERDUTY_ROUTING_KEY)}",
+        "[channels.sms]",
+        'kind = "sms"',
+        f"url = {_q(sink_url + '/hooks/sms')}",
+        "[channels.statuspage]",
+        'kind = "statuspage"',
+        f"url = {_q(sink_url + '/hooks/statuspage')}",
+        "[channels.in_app]",
+        'kind = "in_app"',
+        f"url = {_q(sink_url + '/hooks/in-app')}",
+        "[channels.email]",
+        'kind = "smtp"',
+        f'smtp_host = "{LOOPBACK}"',
+        f"smtp_port = {sink.extra['smtp_port']}",
+        'sender = "tbs-emergency@sandbox.local"',
+        "",
+    ]
+    contacts = [
+        ("Primary on-call (sandbox)", "primary", "+15550100001", "oncall@sandbox.local",
+         ["oncall", "pagerduty", "sms", "email"], 5),
+        ("Secondary on-call (sandbox)", "secondary", "+15550100002", "secondary@sandbox.local",
+         ["oncall", "sms", "email"], 15),
+        ("Engineering manager (sandbox)", "escalation", "+15550100003", "manager@sandbox.local",
+         ["pagerduty", "email"], 30),
+        ("Stakeholders (sandbox)", "stakeholder", None, "stakeholders@sandbox.local",
+         ["stakeholders", "email"], None),
+        ("All users (sandbox)", "users", None, "users@sandbox.local",
+         ["in_app", "email", "statuspage"], None),
+    ]  # fmt: skip
+    for name, role, phone, email, channels, minutes in contacts:
+        lines += ["[[contacts]]", f"name = {_q(name)}", f"role = {_q(role)}"]
+        if phone:
+            lines.append(f"phone = {_q(phone)}")
+        lines.append(f"email = {_q(email)}")
+        lines.append("channels = [" + ", ".join(_q(c) for c in channels) + "]")
+        if minutes is not None:
+            lines.append(f"response_minutes = {minutes}")
+        lines.append("")
+    lines += [
+        "[integrity]",
+        "sample_size = 1000",
+        "[[integrity.tables]]",
+        'name = "trades"',
+        'key = "trade_id"',
+        "critical = true",
+        'updated_column = "updated_at"',
+        "[[integrity.tables]]",
+        'name = "strategy_results"',
+        'key = ["strategy_id", "run_date"]',
+        "",
+    ]
+    prefect_service = services.get("prefect")
+    if prefect_service is not None:
+        lines += ["[prefect]", f"api_url = {_q(prefect_service.extra['api_url'])}", ""]
+    path = world.dir / "tbs.toml"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    os.chmod(path, 0o600)
+
+    env_lines = [
+        "# source this file: the sandbox world's configuration for this shell",
+        f"export TBS_CONFIG={_q(str(path))}",
+    ]
+    if prefect_service is not None:
+        env_lines.append(f"export PREFECT_API_URL={_q(prefect_service.extra['api_url'])}")
+    else:
+        env_lines.append("# no sandbox Prefect server running (up with prefect=True to get one)")
+    recovery = sec["mysql_recovery_password"]
+    env_lines.append(f"export TBS_SANDBOX_MYSQL_RECOVERY_PASSWORD={_q(recovery)}")
+    (world.dir / "env.sh").write_text("\n".join(env_lines) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# down, status
+# ------------------------------------------------------------------------------------------------
+
+
+def down(sandbox_dir: Path) -> list[str]:
+    """Stop every service `up` started (reverse order), keep the data; return the names stopped.
+
+    Raises WorldError if a port of theirs still accepts connections afterwards.
+    """
+    world = _World(Path(sandbox_dir))
+    if not world.services_file.exists():
+        return []
+    with world.locked():
+        world.services = load_services(world.services_file)
+        stopped: list[str] = []
+        failures: list[str] = []
+        for layer in STOP_LAYERS:
+            names = [n for n in layer if n in world.services]
+            known = set(SERVICE_ORDER)
+            if layer is STOP_LAYERS[0]:
+                names += [n for n in world.services if n not in known]
+            with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+                results = {n: pool.submit(_stop, world.services[n]) for n in names}
+            for name in names:
+                try:
+                    if results[name].result():
+                        stopped.append(name)
+                except Exception as exc:
+                    failures.append(f"{name}: {exc}")
+                    continue
+                world.forget(name)
+        if failures:
+            raise WorldError("could not stop: " + "; ".join(failures))
+        return stopped
+
+
+def _stop(service: Service) -> bool:
+    """Stop one service; True if it was running. Raises if a port of it still listens."""
+    was_alive = pid_alive(service.pid)
+    if was_alive:
+        stop_pid(service.pid, timeout=15)
+    ports = _ports_of(service)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        still = [p for p in ports if port_open(service.host, p)]
+        if not still:
+            return was_alive
+        time.sleep(0.05)
+    raise WorldError(f"still listening on {', '.join(map(str, still))} after stop")
+
+
+def status(sandbox_dir: Path) -> dict[str, dict]:
+    """Per service: url, pid, port, alive (pid alive and its ports open)."""
+    services = load_services(Path(sandbox_dir).resolve() / "services.json")
+    out: dict[str, dict] = {}
+    for name, service in services.items():
+        out[name] = {
+            "url": service.url,
+            "pid": service.pid,
+            "port": service.port,
+            "alive": _healthy(service),
+        }
+        for key, value in service.extra.items():
+            if key.endswith("_port") or key in ("api_url", "socket"):
+                out[name][key] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# faults
+# ------------------------------------------------------------------------------------------------
+
+
+def _app_url(sandbox_dir: Path, env: str) -> str:
+    if env not in ENVIRONMENTS:
+        raise WorldError(f"unknown environment {env!r} (known: {', '.join(ENVIRONMENTS)})")
+    services = load_services(Path(sandbox_dir).resolve() / "services.json")
+    app = services.get(f"app-{env}")
+    if app is None or not app.alive():
+        raise WorldError(f"app-{env} is not running in {sandbox_dir} (run sandbox up first)")
+    return app.url
+
+
+def _call(method: str, url: str, body: Any = None) -> dict:
+    import httpx
+
+    try:
+        resp = httpx.request(method, url, json=body, timeout=10)
+    except httpx.HTTPError as exc:
+        raise WorldError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {"text": resp.text}
+    if resp.status_code >= 400:
+        message = data.get("error") if isinstance(data, dict) else None
+        raise WorldError(f"{method} {url}: HTTP {resp.status_code}: {message or resp.text[:200]}")
+    return data
+
+
+def fault(
+    sandbox_dir: Path,
+    kind: str,
+    env: str,
+    magnitude: float | None = None,
+    duration: float | None = None,
+) -> dict:
+    """Inject a fault into one environment's app stand-in (see sandbox.standins.faults)."""
+    try:
+        spec = validate_fault(kind, magnitude, duration)
+    except FaultSpecError as exc:
+        raise WorldError(str(exc)) from None
+    url = _app_url(sandbox_dir, env)
+    body = {k: spec[k] for k in ("kind", "magnitude", "duration")}
+    return _call("POST", f"{url}/_faults", body)
+
+
+def clear_faults(sandbox_dir: Path, env: str | None = None) -> dict:
+    """Clear every fault of one environment, or of both; returns {env: the app's answer}."""
+    envs = ENVIRONMENTS if env is None else (env,)
+    return {e: _call("DELETE", f"{_app_url(sandbox_dir, e)}/_faults") for e in envs}
+
+
+__all__ = [
+    "FAULT_KINDS",
+    "WorldError",
+    "clear_faults",
+    "down",
+    "ensure_binaries",
+    "fault",
+    "heavydb_available",
+    "status",
+    "up",
+]

@@ -1,0 +1,75 @@
+"""One sandbox world for the whole e2e session.
+
+The world is brought up once, in a temporary directory, with a small dataset (2000 trades) and
+no Prefect server; every e2e test shares it. At the end it is brought down and the session fails
+if any port of its services still accepts connections.
+
+Set TBS_E2E_SANDBOX_DIR to reuse a directory (a warm world starts in about a second).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import world
+from sandbox.proc import LOOPBACK, load_services, port_open
+from tbs_emergency.config import Settings, load_settings
+
+E2E_ROWS = 2000
+
+
+@dataclass
+class World:
+    dir: Path
+    info: dict[str, Any]
+    settings: Settings
+    up_seconds: float
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def services(self) -> dict[str, dict[str, Any]]:
+        return self.info["services"]
+
+    def url(self, name: str) -> str:
+        return str(self.services[name]["url"])
+
+    def ports(self) -> list[int]:
+        """Every port of every recorded service (main ports and proxies, SMTP, ...)."""
+        out = []
+        for service in load_services(self.dir / "services.json").values():
+            out.append(service.port)
+            out += [int(v) for k, v in service.extra.items() if k.endswith("_port") and int(v)]
+        return out
+
+
+def listening(ports: list[int]) -> list[int]:
+    return [p for p in ports if port_open(LOOPBACK, p)]
+
+
+@pytest.fixture(scope="session")
+def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    given = os.environ.get("TBS_E2E_SANDBOX_DIR")
+    directory = Path(given) if given else tmp_path_factory.mktemp("world")
+    lines: list[str] = []
+    started = time.monotonic()
+    try:
+        info = world.up(directory, rows=E2E_ROWS, prefect=False, log=lines.append)
+    except Exception:
+        world.down(directory)
+        raise
+    elapsed = time.monotonic() - started
+    settings = load_settings(info["config"])
+    handle = World(directory, info, settings, elapsed, lines)
+    ports = handle.ports()
+    yield handle
+    ports = sorted(set(ports + handle.ports()))
+    world.down(directory)
+    left = listening(ports)
+    assert not left, f"ports still listening after down: {left}"
