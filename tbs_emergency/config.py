@@ -34,6 +34,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tbs_emergency.errors import ConfigError
+from tbs_emergency.validation.declarations import (
+    DEFAULT_STRATEGIES_QUERY,
+    DEFAULT_UPLOADS,
+    FunctionalCheck,
+    UploadSample,
+    default_functional_checks,
+)
 
 # --------------------------------------------------------------------------------------------
 # Value types
@@ -445,6 +452,19 @@ class DrillsConfig(_Model):
     time_scale: float = Field(1.0, gt=0)
     rto_manual_s: float = 900.0
     rto_automated_s: float = 180.0
+    # The runbook sets no RPO target; drill charts draw one only when this is set.
+    rpo_target_s: float | None = Field(None, gt=0)
+    # Contacts whose details were confirmed (verified_at) longer ago than this are stale.
+    contact_stale_days: float = Field(30.0, gt=0)
+    # Communication drill: how long to wait for acknowledgements, and what it never posts to
+    # (a public status page, every user) - those are listed as skipped, not tested.
+    communication_ack_wait: Duration = 900.0
+    communication_skip_kinds: list[ChannelKind] = Field(default_factory=lambda: ["statuspage"])
+    communication_skip_roles: list[Role] = Field(default_factory=lambda: ["users"])
+    # "Last Updated" of the emergency procedures (runbook footer), for the quarterly review.
+    procedures_updated: str | None = "2025-01-24"
+    # Recovery drill: where the newest backup is restored (always a scratch target).
+    recovery_environment: str = "blue"
 
     @model_validator(mode="after")
     def _production_is_explicit(self) -> DrillsConfig:
@@ -516,6 +536,98 @@ class DatabaseEmergencyConfig(_Model):
 
 
 # --------------------------------------------------------------------------------------------
+# Recovery validation (docs/validation-and-drills.md)
+# --------------------------------------------------------------------------------------------
+
+
+class ValidationUser(_Model):
+    """A sample account the functional and concurrent-user checks log in as."""
+
+    username: str
+    password: Secret
+    role: str | None = None
+
+
+class DbPerformanceValidation(_Model):
+    """`test-db-performance.sh --duration=60s`: a real insert + read-back workload on a scratch
+    table (`tbs_validation_*`, dropped afterwards) in each engine, in rows/s, against a baseline.
+
+    The runbook's 37,303 rows/s is the platform's throughput; set `baseline_rows_per_s` to what
+    this workload achieves on a healthy environment of the same size (the sandbox on 2 cores
+    is far below it). `platform_throughput` also reports the rate Prometheus has for the
+    environment (the signal the rollback triggers compare with triggers.performance_degradation).
+    """
+
+    enabled: bool = True
+    duration: Duration = 60.0
+    engines: list[Literal["heavydb", "mysql"]] = Field(default_factory=lambda: ["heavydb", "mysql"])
+    batch_rows: int = Field(1000, ge=1, le=100_000)
+    baseline_rows_per_s: float = Field(37303.0, gt=0)
+    max_degradation_percent: Percent = 25.0
+    # MySQL account with CREATE/DROP on the archive schema (the application account usually
+    # lacks them); None: database_emergency.mysql_admin, else the environment's account.
+    mysql_account: DatabaseAdminAccount | None = None
+    platform_throughput: bool = True
+
+
+class ApiValidation(_Model):
+    """`test-api-response.sh --endpoints=critical --samples=100`."""
+
+    enabled: bool = True
+    samples: int = Field(100, ge=1)
+    endpoints: list[str] = Field(
+        default_factory=lambda: ["/health", "/api/trades?limit=20", "/"], min_length=1
+    )
+    p50_ms: float | None = Field(250.0, gt=0)
+    p95_ms: float | None = Field(1000.0, gt=0)
+    p99_ms: float | None = Field(2000.0, gt=0)
+    max_error_percent: Percent = 1.0
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class UiValidation(_Model):
+    """`test-ui-load.sh --pages=critical --samples=10`: the page and its same-origin assets."""
+
+    enabled: bool = True
+    samples: int = Field(10, ge=1)
+    pages: list[str] = Field(default_factory=lambda: ["/"], min_length=1)
+    mean_ms: float | None = Field(2000.0, gt=0)
+    p95_ms: float | None = Field(3000.0, gt=0)
+    max_error_percent: Percent = 0.0
+    timeout_s: float = Field(15.0, gt=0)
+
+
+class ConcurrencyValidation(_Model):
+    """`test-concurrent-users.sh --users=20 --duration=300s`: each simulated user logs in (as a
+    sample user, in turn) and repeats the critical requests until the time is up."""
+
+    enabled: bool = True
+    users: int = Field(20, ge=1, le=1000)
+    duration: Duration = 300.0
+    think_time: Duration = 0.2
+    requests: list[str] = Field(
+        default_factory=lambda: ["/api/me", "/api/trades?limit=20", "/health"], min_length=1
+    )
+    p95_ms: float | None = Field(2000.0, gt=0)
+    max_error_percent: Percent = 1.0
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class ValidationConfig(_Model):
+    performance: DbPerformanceValidation = DbPerformanceValidation()
+    api: ApiValidation = ApiValidation()
+    ui: UiValidation = UiValidation()
+    concurrency: ConcurrencyValidation = ConcurrencyValidation()
+    users: list[ValidationUser] = Field(default_factory=list)
+    # Strategies the trading checks cover; empty: every strategy `strategies_query` finds (MySQL).
+    strategies: list[int | str] = Field(default_factory=list)
+    strategies_query: str | None = DEFAULT_STRATEGIES_QUERY
+    uploads: list[UploadSample] = Field(default_factory=lambda: list(DEFAULT_UPLOADS))
+    functional: list[FunctionalCheck] = Field(default_factory=default_functional_checks)
+    http_timeout_s: float = Field(10.0, gt=0)
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 
@@ -541,6 +653,7 @@ class Settings(BaseSettings):
     drills: DrillsConfig = DrillsConfig()
     prefect: PrefectConfig = PrefectConfig()
     database_emergency: DatabaseEmergencyConfig = DatabaseEmergencyConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     @classmethod
     def settings_customise_sources(

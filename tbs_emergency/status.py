@@ -102,5 +102,9 @@ def open_incidents(conn: Connectors) -> list[dict[str, Any]]:
     found = []
     for obj in store.list("incidents/open/"):
         if obj.key.endswith(".json"):
-            found.append(json.loads(store.get(obj.key)))
+            rec = json.loads(store.get(obj.key))
+            # A closed incident's index record is deleted, or rewritten as closed where the
+            # store cannot delete (see tbs_emergency.domain.journal).
+            if rec.get("status", "open") in ("open", "escalated"):
+                found.append(rec)
     return found

@@ -14,7 +14,15 @@ import sys
 
 import typer
 
-from tbs_emergency.cli import core_cmds, sandbox_cmds
+from tbs_emergency.cli import (
+    core_cmds,
+    database_cmds,
+    integrity_cmds,
+    recovery_cmds,
+    rollback_cmds,
+    sandbox_cmds,
+    validation_cmds,
+)
 from tbs_emergency.cli.common import ConfigOpt, err, state
 from tbs_emergency.errors import ConfigError, TbsError
 
@@ -32,7 +40,15 @@ def _main(config: ConfigOpt = None) -> None:
     state.config = config
 
 
-for module in (core_cmds, sandbox_cmds):
+for module in (
+    core_cmds,
+    sandbox_cmds,
+    database_cmds,
+    rollback_cmds,
+    recovery_cmds,
+    integrity_cmds,
+    validation_cmds,
+):
     module.register(app)
 
 

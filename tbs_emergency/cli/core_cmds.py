@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -106,16 +106,26 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 def health(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    detailed: Annotated[
+        bool, typer.Option("--detailed", help="Also each environment's checks and traffic.")
+    ] = False,
 ) -> None:
     """Service health check of every system (runs the `health_check` flow)."""
     from flows.health_check import HealthCheckParams, health_check
 
     settings_path = config_path(config)
-    load(config)  # fail fast on bad configuration, before Prefect starts
+    settings = load(config)  # fail fast on bad configuration, before Prefect starts
     report = health_check(HealthCheckParams(config_path=settings_path))
+    detail = None
+    if detailed:
+        from tbs_emergency.status import collect_status
+
+        detail = collect_status(settings)
     if as_json:
-        emit_json(report.model_dump())
+        emit_json({**report.model_dump(), **({"detailed": detail} if detail else {})})
     else:
+        if detail is not None:
+            print_status(detail)
         table = Table("system", "reachable", "latency", "detail", title="health check")
         for s in report.systems:
             table.add_row(

@@ -99,7 +99,16 @@ class Connectors:
     def traffic(self) -> HttpTraffic:
         from tbs_emergency.connectors.traffic import make_traffic
 
-        return self._cached("traffic", lambda: make_traffic(self.settings.traffic))
+        cfg = self.settings.traffic
+        if cfg.kind == "haproxy":  # HAProxy runtime API (connectors/traffic_haproxy.py)
+            from tbs_emergency.connectors.traffic_haproxy import HAProxyTraffic
+
+            return self._cached("traffic", lambda: HAProxyTraffic(cfg))  # type: ignore[no-any-return]
+        if cfg.kind == "alb":  # AWS ALB weighted target groups (connectors/traffic_alb.py)
+            from tbs_emergency.connectors.traffic_alb import AlbTraffic
+
+            return self._cached("traffic", lambda: AlbTraffic(cfg))  # type: ignore[no-any-return]
+        return self._cached("traffic", lambda: make_traffic(cfg))
 
     def metrics(self) -> PrometheusMetrics:
         from tbs_emergency.connectors.metrics import PrometheusMetrics

@@ -266,3 +266,21 @@ class HeavyDBEmergencyAdmin(SessionAdmin, Protocol):
     def clear_cpu_memory(self) -> None: ...
 
     def clear_gpu_memory(self) -> None: ...
+
+
+class IntegrityDatabase(Protocol):
+    """A database as the integrity checks see it (tbs_emergency.integrity.SQLTableSource): the
+    statements are composed there from this engine's dialect; they run through `query`.
+    Implemented by `connectors.mysql.MySQLIntegrity` and `connectors.heavydb.HeavyDBIntegrity`."""
+
+    name: str
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    def describe_columns(self, table: str) -> dict[str, Any]:
+        """Column name -> tbs_emergency.integrity.ColumnType, in table order."""
+        ...
+
+    def integrity_dialect(self) -> Any:
+        """This engine's tbs_emergency.integrity.checksum.IntegrityDialect."""
+        ...

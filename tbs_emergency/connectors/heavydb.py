@@ -360,10 +360,60 @@ class HeavyDBDatabase:
                     database=str(rec.get("db_name") or "") or None,
                     idle_s=None if sid in busy or idle is None else float(idle),
                     busy_s=busy.get(sid),
-                    internal=sid == own,
                 )
             )
         return out
+
+    def end_session(self, session_id: str) -> bool:
+        """End another session (by its public id); False if it was gone already.
+
+        HeavyDB ends a session on `disconnect(<full session id>)`; a superuser learns the full
+        id of a session that runs a query from `get_queries_info`. An idle session's full id is
+        not published, so it cannot be ended from outside: that raises Refused, saying so.
+        """
+        if not any(s.id == session_id for s in self.sessions()):
+            return False
+        infos = self._call(
+            "end session",
+            lambda con: con._client.get_queries_info(con._session),
+            retry_transport=True,
+        )
+        full = next(
+            (
+                str(q.query_session_id)
+                for q in infos or []
+                if str(getattr(q, "query_public_session_id", "")) == session_id
+                and q.query_session_id
+            ),
+            None,
+        )
+        if full is None:
+            raise Refused(
+                self.name,
+                "end session",
+                f"session {session_id} is idle and HeavyDB does not publish an idle session's"
+                " id: it cannot be ended from outside (its user's login is disabled, so it"
+                " cannot come back once it ends)",
+            )
+
+        def end(con: Any) -> bool:
+            # Stop its running statement first (a dropped session's query would run on).
+            try:
+                con._client.interrupt(full, con._session)
+            except Exception as exc:
+                if _is_transport(exc) or isinstance(exc, OSError):
+                    raise  # the stream is out of step: let _call drop the connection
+            try:
+                con._client.disconnect(full)
+            except Exception as exc:
+                # "Session not valid or expired" is about the session being ended (gone
+                # already), not about ours: answer here, before the dead-session retry.
+                if not _is_transport(exc) and _DEAD_SESSION.search(_text(exc)):
+                    return False
+                raise
+            return True
+
+        return bool(self._call("end session", end, retry_transport=False))
 
     def users(self) -> list[DbUser]:
         """`SHOW USER DETAILS`: every user with its can_login and is_super flags."""
@@ -400,6 +450,73 @@ class HeavyDBDatabase:
             lambda con: con._client.clear_gpu_memory(con._session),
             retry_transport=False,
         )
+
+    # -- environment sync: whole rows by key (dbops/sync.py) ------------------------------------
+
+    def read_rows(
+        self, table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Every column of the rows with these keys (those that exist)."""
+        name = quote_ident(table)
+        columns: list[str] = []
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, max(1, len(keys)), _ROW_BATCH):
+            where = _keys_where(key_columns, keys[i : i + _ROW_BATCH])
+
+            def run(con: Any, where: str = where) -> tuple[list[str], list[tuple[Any, ...]]]:
+                cur = con.cursor()
+                try:
+                    cur.execute(f"SELECT * FROM {name} WHERE {where}")
+                    cols = [str(d[0]) for d in cur.description or []]
+                    return cols, [tuple(r) for r in cur] if cur.description else []
+                finally:
+                    cur.close()
+
+            cols, rows = self._call(f"read rows of {table}", run, retry_transport=True)
+            columns = cols or columns
+            out += rows
+        return columns, out
+
+    def write_rows(
+        self,
+        table: str,
+        key_columns: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        delete_keys: Sequence[Sequence[Any]],
+    ) -> None:
+        """Delete the rows with `delete_keys`, then load `rows` (thrift `load_table`).
+
+        HeavyDB has no multi-statement transactions: if the load fails after the delete, the
+        deleted rows are missing until the batch is applied again (a sync rerun does that).
+        """
+        from heavydb.thrift.ttypes import TStringRow, TStringValue
+
+        name = quote_ident(table)
+        for i in range(0, len(delete_keys), _ROW_BATCH):
+            where = _keys_where(key_columns, delete_keys[i : i + _ROW_BATCH])
+            self._run(f"delete rows of {table}", f"DELETE FROM {name} WHERE {where}")
+        if not rows:
+            return
+        string_rows = [
+            TStringRow(
+                cols=[
+                    TStringValue(str_val="", is_null=True)
+                    if v is None
+                    else TStringValue(str_val=_load_text(v), is_null=False)
+                    for v in r
+                ]
+            )
+            for r in rows
+        ]
+        names = list(columns)
+        for i in range(0, len(string_rows), _ROW_BATCH):
+            chunk = string_rows[i : i + _ROW_BATCH]
+            self._call(
+                f"load rows into {table}",
+                lambda con, c=chunk: con._client.load_table(con._session, table, c, names),
+                retry_transport=False,
+            )
 
 
 def _text(exc: BaseException) -> str:
@@ -511,7 +628,7 @@ class HeavyDBRecovery:
             lambda con: con._client.get_table_details(con._session, table),
             retry_transport=True,
         )
-        from heavydb.thrift.ttypes import TDatumType
+        from heavydb.common.ttypes import TDatumType
 
         return [
             (c.col_name, TDatumType._VALUES_TO_NAMES.get(c.col_type.type, "?"))
@@ -580,3 +697,175 @@ class HeavyDBRecovery:
 
     def keys(self, table: str, key: str) -> list[Any]:
         return [r[0] for r in self.db.query(f"SELECT {quote_ident(key)} FROM {quote_ident(table)}")]
+
+
+# ============================================================================================
+# Integrity checks (tbs_emergency.integrity): HeavyDB's SQL for normalised values and checksums
+# ============================================================================================
+
+_INTEGRITY_INT_BITS = {"BOOL": 8, "TINYINT": 8, "SMALLINT": 16, "INT": 32, "BIGINT": 64}
+
+
+class HeavyDBIntegrityDialect:
+    """HeavyDB pieces of the integrity checksum (see tbs_emergency.integrity.checksum).
+
+    HeavyDB has no MD5 and no byte or code-point function, so a text's bytes are read as
+    `POSITION(SUBSTRING(s FROM i FOR 1) IN '<printable ASCII>') + 31` (the ASCII code for
+    printable ASCII; other characters make the checksum differ and the rows are then compared
+    one by one). Integer arithmetic is BIGINT throughout (INT * INT would overflow INT).
+    """
+
+    def quote(self, name: str) -> str:
+        return quote_ident(name)
+
+    def table(self, name: str) -> str:
+        return quote_ident(name)
+
+    def value(self, expr: str, own: Any, spec: Any) -> str:
+        from tbs_emergency.integrity.normalize import TEMPORAL, Kind, scale_of
+
+        if spec.kind in TEMPORAL:
+            return f"DATEDIFF('second', TIMESTAMP '1970-01-01 00:00:00', {expr})"
+        scale = scale_of(spec)
+        if own.kind == Kind.FLOAT:
+            return f"CAST(FLOOR({expr} * CAST({10**scale} AS DOUBLE) + 0.5) AS BIGINT)"
+        if scale == 0:
+            return f"CAST({expr} AS BIGINT)"
+        return f"CAST({expr} * {10**scale} AS BIGINT)"
+
+    def text_bytes(self, expr: str) -> str:
+        return f"CHAR_LENGTH({expr})"
+
+    def text_group(self, expr: str, group: int, groups: int) -> str:
+        from tbs_emergency.integrity.checksum import ALPHABET, ALPHABET_OFFSET, GROUP_BYTES
+
+        alphabet = _sql_string(ALPHABET)
+        terms = []
+        for i in range(GROUP_BYTES):
+            pos = group * GROUP_BYTES + i + 1
+            code = (
+                f"CASE WHEN CHAR_LENGTH({expr}) >= {pos} THEN"
+                f" POSITION(SUBSTRING({expr} FROM {pos} FOR 1) IN {alphabet}) + {ALPHABET_OFFSET}"
+                " ELSE 0 END"
+            )
+            weight = 256 ** (GROUP_BYTES - 1 - i)
+            terms.append(f"CAST({code} AS BIGINT)" + (f" * {weight}" if weight > 1 else ""))
+        return "(" + " + ".join(terms) + ")"
+
+    def sum_bigint(self, expr: str) -> str:
+        return f"SUM({expr})"
+
+    def idiv(self, a: str, b: str) -> str:
+        return f"({a}) / ({b})"  # BIGINT / BIGINT is integer division in HeavyDB
+
+    def literal(self, own: Any, value: Any) -> str:
+        import datetime as dt
+        from decimal import Decimal
+
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, int | Decimal):
+            return str(value)
+        if isinstance(value, dt.datetime):
+            return "TIMESTAMP '" + value.strftime("%Y-%m-%d %H:%M:%S") + "'"
+        if isinstance(value, dt.date):
+            return "DATE '" + value.isoformat() + "'"
+        return _sql_string(str(value))
+
+
+class HeavyDBIntegrity:
+    """The hot store as the integrity checks see it (connectors.base.IntegrityDatabase)."""
+
+    def __init__(self, db: HeavyDBDatabase) -> None:
+        self.db = db
+        self.name = db.name
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.db.query(sql, params)
+
+    def integrity_dialect(self) -> HeavyDBIntegrityDialect:
+        return HeavyDBIntegrityDialect()
+
+    def describe_columns(self, table: str) -> dict[str, Any]:
+        from heavydb.common.ttypes import TDatumType
+
+        from tbs_emergency.integrity.normalize import ColumnType, Kind
+
+        details = self.db._call(
+            f"describe {table}",
+            lambda con: con._client.get_table_details(con._session, table),
+            retry_transport=True,
+        )
+        out: dict[str, Any] = {}
+        for c in details.row_desc:
+            t = c.col_type
+            name = TDatumType._VALUES_TO_NAMES.get(t.type, "?")
+            null = bool(t.nullable)
+            native = name.lower()
+            if t.is_array:
+                ct = ColumnType(Kind.OTHER, nullable=null, native=f"{native}[]")
+            elif name in _INTEGRITY_INT_BITS:
+                bits = _INTEGRITY_INT_BITS[name]
+                ct = ColumnType(Kind.INT, nullable=null, native=native, bits=bits)
+            elif name == "DECIMAL":
+                ct = ColumnType(Kind.DECIMAL, int(t.scale or 0), null, native)
+            elif name in ("FLOAT", "DOUBLE"):
+                ct = ColumnType(Kind.FLOAT, nullable=null, native=native)
+            elif name == "TIMESTAMP":
+                ct = ColumnType(Kind.TIMESTAMP, int(t.precision or 0), null, native)
+            elif name == "DATE":
+                ct = ColumnType(Kind.DATE, nullable=null, native=native)
+            elif name == "STR":
+                ct = ColumnType(Kind.TEXT, nullable=null, native="text")
+            else:
+                ct = ColumnType(Kind.OTHER, nullable=null, native=native)
+            out[str(c.col_name)] = ct
+        return out
+
+
+_ROW_BATCH = 1000
+
+
+def _literal(value: Any) -> str:
+    """A SQL literal for a key value (HeavyDB binds no parameters server-side)."""
+    import datetime as dt
+    from decimal import Decimal
+
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S')}'"
+    if isinstance(value, dt.date):
+        return f"DATE '{value.isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _keys_where(key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> str:
+    cols = [quote_ident(c) for c in key_columns]
+    if not keys:
+        return "1 = 0"
+    if len(cols) == 1:
+        return f"{cols[0]} IN ({', '.join(_literal(k[0]) for k in keys)})"
+    return " OR ".join(
+        "(" + " AND ".join(f"{c} = {_literal(v)}" for c, v in zip(cols, k, strict=True)) + ")"
+        for k in keys
+    )
+
+
+def _load_text(value: Any) -> str:
+    """A value as `load_table` reads it from text."""
+    import datetime as dt
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)

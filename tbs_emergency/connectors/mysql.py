@@ -294,13 +294,13 @@ class MySQLDatabase:
         rows, _ = self._run(
             "list sessions",
             "SELECT p.ID, p.USER, p.HOST, p.DB, p.COMMAND, p.TIME, p.INFO,"
-            " MAX(t.trx_id IS NOT NULL), p.ID = CONNECTION_ID()"
+            " MAX(t.trx_id IS NOT NULL)"
             " FROM information_schema.PROCESSLIST p"
             " LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID"
             " GROUP BY p.ID, p.USER, p.HOST, p.DB, p.COMMAND, p.TIME, p.INFO",
         )
         out = []
-        for sid, user, host, db, command, seconds, info, in_trx, own in rows:
+        for sid, user, host, db, command, seconds, info, in_trx in rows:
             command = str(command or "")
             idle = command == "Sleep"
             out.append(
@@ -313,9 +313,9 @@ class MySQLDatabase:
                     busy_s=None if idle else float(seconds or 0),
                     in_transaction=bool(in_trx),
                     statement=_text_of(info),
-                    internal=bool(own)
-                    or str(user or "") in _INTERNAL_USERS
-                    or command in _INTERNAL_COMMANDS,
+                    # The procedure's own connection counts like any other (its account is a
+                    # priority user); server threads and replication never count or close.
+                    internal=str(user or "") in _INTERNAL_USERS or command in _INTERNAL_COMMANDS,
                 )
             )
         return out
@@ -469,6 +469,66 @@ class MySQLDatabase:
         for sql, params in _grant_statements("GRANT", grants):
             self._run("grant privileges", sql, params, retry=False)
 
+    # -- environment sync: whole rows by key (dbops/sync.py) ------------------------------------
+
+    def read_rows(
+        self, table: str, key_columns: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Every column of the rows with these keys (those that exist)."""
+        columns: list[str] = []
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(keys), _ROW_BATCH):
+            chunk = keys[i : i + _ROW_BATCH]
+            where, params = _keys_where(key_columns, chunk)
+            rows, cols = self._run(
+                f"read rows of {table}", f"SELECT * FROM {quote_ident(table)} WHERE {where}", params
+            )
+            columns = cols or columns
+            out += rows
+        if not columns:
+            _, columns = self._run(
+                f"read rows of {table}", f"SELECT * FROM {quote_ident(table)} WHERE 1 = 0"
+            )
+        return columns, out
+
+    def write_rows(
+        self,
+        table: str,
+        key_columns: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        delete_keys: Sequence[Sequence[Any]],
+    ) -> None:
+        """In ONE transaction: delete the rows with `delete_keys`, then insert `rows`.
+
+        On any error the transaction is rolled back and the error raised: nothing of the batch
+        is left behind.
+        """
+        import pymysql
+
+        name = quote_ident(table)
+        insert = (
+            f"INSERT INTO {name} ({', '.join(quote_ident(c) for c in columns)})"
+            f" VALUES ({', '.join(['%s'] * len(columns))})"
+        )
+        with self._lock:
+            con = self._connection()
+            try:
+                con.begin()
+                with con.cursor() as cur:
+                    for i in range(0, len(delete_keys), _ROW_BATCH):
+                        where, params = _keys_where(key_columns, delete_keys[i : i + _ROW_BATCH])
+                        cur.execute(f"DELETE FROM {name} WHERE {where}", params)
+                    if rows:
+                        cur.executemany(insert, [tuple(r) for r in rows])
+                con.commit()
+            except (pymysql.err.MySQLError, OSError) as exc:
+                try:
+                    con.rollback()
+                except Exception:
+                    self._drop()
+                raise self._error(f"write rows of {table}", exc) from None
+
 
 _INTERNAL_USERS = ("system user", "event_scheduler", "unauthenticated user")
 _INTERNAL_COMMANDS = (
@@ -481,6 +541,21 @@ _INTERNAL_COMMANDS = (
     "Killed",
 )
 _GRANTEE = re.compile(r"^'((?:[^']|'')*)'(?:@'((?:[^']|'')*)')?$")
+
+
+_ROW_BATCH = 1000
+
+
+def _keys_where(key_columns: Sequence[str], keys: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """`k IN (%s, ...)` or `(k1, k2) IN ((%s, %s), ...)` and its parameters."""
+    cols = [quote_ident(c) for c in key_columns]
+    if not keys:
+        return "1 = 0", []
+    if len(cols) == 1:
+        return f"{cols[0]} IN ({', '.join(['%s'] * len(keys))})", [k[0] for k in keys]
+    one = "(" + ", ".join(["%s"] * len(cols)) + ")"
+    params = [v for k in keys for v in k]
+    return f"({', '.join(cols)}) IN ({', '.join([one] * len(keys))})", params
 
 
 def _has_code(exc: ConnectorError, code: int) -> bool:
@@ -561,17 +636,42 @@ def _code_and_text(exc: BaseException) -> tuple[int | None, str]:
 
 _HEX_TYPES = frozenset(
     {
-        "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "bit", "geometry",
-        "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+        "binary",
+        "varbinary",
+        "tinyblob",
+        "blob",
+        "mediumblob",
+        "longblob",
+        "bit",
+        "geometry",
+        "point",
+        "linestring",
+        "polygon",
+        "multipoint",
+        "multilinestring",
+        "multipolygon",
         "geometrycollection",
     }
-)  # fmt: skip
+)
 _PLAIN_TYPES = frozenset(
     {
-        "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric",
-        "double", "real", "date", "datetime", "timestamp", "time", "year",
+        "tinyint",
+        "smallint",
+        "mediumint",
+        "int",
+        "integer",
+        "bigint",
+        "decimal",
+        "numeric",
+        "double",
+        "real",
+        "date",
+        "datetime",
+        "timestamp",
+        "time",
+        "year",
     }
-)  # fmt: skip
+)
 _INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 _SNAPSHOT_ATTEMPTS = 3
 _FLASHBACK_MARK = "tbs-flashback:"
@@ -620,9 +720,22 @@ class MySQLTableLayout:
 @dataclass(frozen=True)
 class ChunkDump:
     rows: int
-    checksum: int  # BIT_XOR(CRC32(line)) over the chunk's rows, computed by the server
+    checksum: int  # BIT_XOR(CRC32(line)) over the chunk's rows (as table_checksum computes it)
     data: bytes  # the chunk's lines, LOAD DATA format, newline-terminated
     streamed: bool  # True when the rows had to be streamed one by one (chunk too big)
+
+
+def lines_checksum(data: bytes) -> int:
+    """BIT_XOR of CRC32 over newline-terminated lines: what `table_checksum` computes in SQL.
+
+    Computed here rather than by the server while dumping: the server would have to evaluate
+    every row's line a second time, which costs far more than this loop."""
+    import zlib
+
+    x = 0
+    for line in data.split(b"\n")[:-1]:
+        x ^= zlib.crc32(line)
+    return x
 
 
 def line_expression(columns: Sequence[MySQLColumn]) -> str:
@@ -801,6 +914,20 @@ class MySQLSnapshot:
         )[0]
         return lo, hi
 
+    def line_bytes(self, layout: MySQLTableLayout, sample: int = 200) -> float | None:
+        """Average length of a row's dump line over the first `sample` rows (None: empty).
+        InnoDB's AVG_ROW_LENGTH can be far off right after a bulk load; this is measured."""
+        t = f"{quote_ident(layout.database)}.{quote_ident(layout.name)}"
+        line = line_expression(layout.dumped_columns)
+        rows = self._run(
+            0,
+            f"sample rows of {layout.name}",
+            f"SELECT CAST(CEILING(AVG(LENGTH(l))) AS UNSIGNED)"
+            f" FROM (SELECT {line} AS l FROM {t} LIMIT {int(sample)}) s",
+        )
+        value = rows[0][0] if rows else None
+        return float(value) + 1.0 if value is not None else None
+
     def boundaries(self, layout: MySQLTableLayout, every: int) -> list[tuple[Any, ...]]:
         """Every `every`-th key in key order (server-side skipping; one pass over the index)."""
         cols = ", ".join(quote_ident(k) for k in layout.primary_key)
@@ -845,25 +972,37 @@ class MySQLSnapshot:
             else ("1=1", [])
         )
         operation = f"dump {layout.name}"
-        rows = self._run(
-            worker,
-            operation,
-            f"SELECT COUNT(*), BIT_XOR(CRC32({line})), GROUP_CONCAT({line} SEPARATOR '\\n')"
-            f" FROM {t} WHERE {where}",
-            params,
-        )
-        count, checksum, data = int(rows[0][0]), int(rows[0][1] or 0), rows[0][2]
+        try:
+            rows = self._run(
+                worker,
+                operation,
+                f"SELECT COUNT(*), GROUP_CONCAT({line} SEPARATOR '\\n') FROM {t} WHERE {where}",
+                params,
+            )
+            count, data = int(rows[0][0]), rows[0][1]
+        except (Unreachable, TimedOut):
+            raise
+        except ConnectorError:
+            # GROUP_CONCAT needs an internal temporary table, which a server short of tmpdir
+            # space can fail to create: a statement error leaves the snapshot usable, so count
+            # and stream the rows instead.
+            counted = self._run(
+                worker, operation, f"SELECT COUNT(*) FROM {t} WHERE {where}", params
+            )
+            count, data = int(counted[0][0]), None
         if count == 0:
             return ChunkDump(0, 0, b"", False)
-        if data is not None and data.count(b"\n") + 1 == count:
-            return ChunkDump(count, checksum, bytes(data) + b"\n", False)
-        # Longer than group_concat_max_len (= max_allowed_packet): stream the rows instead.
-        lines = self._run(worker, operation, f"SELECT {line} FROM {t} WHERE {where}", params)
-        if len(lines) != count:
-            raise IntegrityError(
-                self.name, operation, f"read {len(lines)} rows of a range that holds {count}"
-            )
-        return ChunkDump(count, checksum, b"\n".join(r[0] for r in lines) + b"\n", True)
+        streamed = False
+        if data is None or data.count(b"\n") + 1 != count:
+            # Longer than group_concat_max_len (= max_allowed_packet): stream the rows instead.
+            lines = self._run(worker, operation, f"SELECT {line} FROM {t} WHERE {where}", params)
+            if len(lines) != count:
+                raise IntegrityError(
+                    self.name, operation, f"read {len(lines)} rows of a range that holds {count}"
+                )
+            data, streamed = b"\n".join(r[0] for r in lines), True
+        data = bytes(data) + b"\n"
+        return ChunkDump(count, lines_checksum(data), data, streamed)
 
     def close(self) -> None:
         for c in self.connections:
@@ -1523,6 +1662,126 @@ class MySQLRecovery:
                 return current_file, position
         return None
 
+    # -- counts and archive reads for recoveries ------------------------------------------------
+
+    def row_count(self, database: str, table: str) -> int:
+        rows = self._query(
+            f"count rows of {database}.{table}",
+            f"SELECT COUNT(*) FROM {quote_ident(database)}.{quote_ident(table)}",
+        )
+        return int(rows[0][0])
+
+    def binlog_row_deltas(
+        self,
+        files: Sequence[str],
+        *,
+        database: str,
+        start_position: int,
+        stop_datetime: datetime,
+        timeout_s: float = 3600.0,
+    ) -> dict[str, Any]:
+        """Per table of `database`: rows inserted minus rows deleted by the binlog events a
+        replay with the same window applies (from the binlog's own row counts), and the tables
+        statements (DDL, TRUNCATE) in the window: tables they touch cannot be checked by counts."""
+        deltas: dict[str, int] = {}
+        statements: list[str] = []
+        maps: dict[str, str] = {}
+        table_map = re.compile(
+            r"Table_map: `((?:[^`]|``)+)`\.`((?:[^`]|``)+)` mapped to number (\d+)"
+        )
+        rows_event = re.compile(r"\t(Write|Update|Delete)_rows(?:_v1)?: table id (\d+)")
+        pending: tuple[str, str] | None = None
+        in_query = False
+        env = {**os.environ, "TZ": "UTC"}
+        with self._option_file() as opt:
+            argv = self._binlog_argv(
+                opt,
+                files,
+                start_position=start_position,
+                stop_datetime=stop_datetime,
+                database=database,
+            )
+            argv.insert(3, "--base64-output=decode-rows")
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                )
+            except FileNotFoundError:
+                raise ConnectorError(
+                    self.db.name, "count binlog rows", f"{MARIADB_BINLOG} is not installed"
+                ) from None
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode("latin-1")
+                if line.startswith("#") and "server id" in line and "end_log_pos" in line:
+                    in_query = "\tQuery\t" in line
+                    m = table_map.search(line)
+                    if m:
+                        maps[m.group(3)] = m.group(2).replace("``", "`")
+                        continue
+                    m = rows_event.search(line)
+                    pending = (m.group(1), maps.get(m.group(2), "?")) if m else None
+                    continue
+                if line.startswith("# Number of rows: ") and pending is not None:
+                    n = int(line.split(":", 1)[1])
+                    kind, table = pending
+                    sign = {"Write": 1, "Delete": -1}.get(kind, 0)
+                    deltas[table] = deltas.get(table, 0) + sign * n
+                    pending = None
+                    continue
+                if in_query and not line.startswith(("#", "/*", "SET ", "use ")):
+                    text = line.strip().upper()
+                    if text and not text.startswith(
+                        ("START TRANSACTION", "COMMIT", "BEGIN", "ROLLBACK")
+                    ):
+                        statements.append(line.strip()[:300])
+            err = proc.stderr.read() if proc.stderr else b""
+            proc.wait(timeout=timeout_s)
+        if proc.returncode != 0:
+            raise self._tool_error("count binlog rows", MARIADB_BINLOG, err)
+        return {"deltas": deltas, "statements": statements}
+
+    def rows_changed_between(
+        self,
+        table: str,
+        columns: Sequence[str],
+        updated_column: str,
+        after: datetime,
+        until: datetime,
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Rows of the archive table with after < updated_column <= until, and how many rows
+        changed after `until` (their state at `until` is not in the archive any more)."""
+        t = f"{quote_ident(self.db.config.database)}.{quote_ident(table)}"
+        u = quote_ident(updated_column)
+        cols = ", ".join(quote_ident(c) for c in columns)
+        a = after.astimezone(UTC).replace(tzinfo=None)
+        b = until.astimezone(UTC).replace(tzinfo=None)
+        rows = self._query(
+            f"read changed rows of {table}",
+            f"SELECT {cols} FROM {t} WHERE {u} > %s AND {u} <= %s",
+            (a, b),
+        )
+        later = self._query(
+            f"count later changes of {table}", f"SELECT COUNT(*) FROM {t} WHERE {u} > %s", (b,)
+        )
+        return rows, int(later[0][0])
+
+    def keys_until(
+        self, table: str, key: str, updated_column: str | None, until: datetime | None
+    ) -> list[Any]:
+        """The key of every archive row (updated at or before `until` when given)."""
+        t = f"{quote_ident(self.db.config.database)}.{quote_ident(table)}"
+        sql = f"SELECT {quote_ident(key)} FROM {t}"
+        params: tuple[Any, ...] = ()
+        if updated_column and until is not None:
+            sql += f" WHERE {quote_ident(updated_column)} <= %s"
+            params = (until.astimezone(UTC).replace(tzinfo=None),)
+        return [r[0] for r in self._query(f"read keys of {table}", sql, params)]
+
 
 def _binlog_time(t: datetime) -> str:
     """A UTC time as mariadb-binlog reads it (the tools run with TZ=UTC)."""
@@ -1547,3 +1806,115 @@ def _plain(value: Any) -> Any:
     return (
         value.decode("utf-8", "surrogateescape") if isinstance(value, bytes | bytearray) else value
     )
+
+
+# ============================================================================================
+# Integrity checks (tbs_emergency.integrity): MySQL's SQL for normalised values and checksums
+# ============================================================================================
+
+# information_schema DATA_TYPE -> (kind, bits of the normalised value)
+_INTEGRITY_INTS = {"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "integer": 32}
+_INTEGRITY_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
+
+
+class MySQLIntegrityDialect:
+    """MySQL pieces of the integrity checksum (see tbs_emergency.integrity.checksum)."""
+
+    def quote(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    def table(self, name: str) -> str:
+        return quote_ident(name)
+
+    def value(self, expr: str, own: Any, spec: Any) -> str:
+        from tbs_emergency.integrity.normalize import TEMPORAL, Kind, scale_of
+
+        if spec.kind in TEMPORAL:
+            if own.native == "timestamp":  # UTC seconds directly, whatever the session zone
+                return f"FLOOR(UNIX_TIMESTAMP({expr}))" if own.scale else f"UNIX_TIMESTAMP({expr})"
+            return f"TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {expr})"
+        scale = scale_of(spec)
+        if own.kind == Kind.FLOAT:
+            return f"CAST(FLOOR({expr} * 1e{scale} + 0.5) AS SIGNED)"
+        if scale == 0:
+            return expr if own.kind == Kind.INT else f"CAST({expr} AS SIGNED)"
+        return f"CAST({expr} * {10**scale} AS SIGNED)"
+
+    def text_bytes(self, expr: str) -> str:
+        return f"LENGTH({expr})"
+
+    def text_group(self, expr: str, group: int, groups: int) -> str:
+        # The bytes themselves, zero-padded to 7 (BINARY(7) pads), as a big-endian integer.
+        part = expr if groups == 1 else f"SUBSTRING(CAST({expr} AS BINARY), {7 * group + 1}, 7)"
+        return f"CAST(CONV(HEX(CAST({part} AS BINARY(7))), 16, 10) AS SIGNED)"
+
+    def sum_bigint(self, expr: str) -> str:
+        return f"SUM({expr})"
+
+    def idiv(self, a: str, b: str) -> str:
+        return f"({a}) DIV ({b})"
+
+    def literal(self, own: Any, value: Any) -> str:
+        import datetime as dt
+        from decimal import Decimal
+
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, int | Decimal):
+            return str(value)
+        if isinstance(value, dt.datetime):
+            return "'" + value.strftime("%Y-%m-%d %H:%M:%S") + "'"
+        if isinstance(value, dt.date):
+            return "'" + value.isoformat() + "'"
+        return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class MySQLIntegrity:
+    """The archive as the integrity checks see it (connectors.base.IntegrityDatabase)."""
+
+    def __init__(self, db: MySQLDatabase) -> None:
+        self.db = db
+        self.name = db.name
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.db.query(sql, params)
+
+    def integrity_dialect(self) -> MySQLIntegrityDialect:
+        return MySQLIntegrityDialect()
+
+    def describe_columns(self, table: str) -> dict[str, Any]:
+        from tbs_emergency.integrity.normalize import ColumnType, Kind
+
+        parts = split_qualified(table)
+        schema, name = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+        rows = self.db.query(
+            "SELECT column_name, data_type, numeric_scale, datetime_precision, is_nullable"
+            " FROM information_schema.columns"
+            " WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name = %s"
+            " ORDER BY ordinal_position",
+            (schema, name),
+        )
+        if not rows:
+            raise NotFound(self.name, f"describe {table}", "no such table")
+        out: dict[str, Any] = {}
+        for col, dtype, nscale, dprec, nullable in rows:
+            t = str(dtype).lower()
+            null = str(nullable).upper() == "YES"
+            if t in _INTEGRITY_INTS or t in ("bigint", "bit", "year"):
+                ct = ColumnType(Kind.INT, nullable=null, native=t, bits=_INTEGRITY_INTS.get(t, 64))
+            elif t in ("decimal", "numeric"):
+                ct = ColumnType(Kind.DECIMAL, int(nscale or 0), null, t)
+            elif t in ("float", "double", "real"):
+                ct = ColumnType(Kind.FLOAT, nullable=null, native=t)
+            elif t in ("timestamp", "datetime"):
+                # A TIMESTAMP's seconds fit in 33 bits (MariaDB: 1970..2106).
+                bits = 33 if t == "timestamp" else 64
+                ct = ColumnType(Kind.TIMESTAMP, int(dprec or 0), null, t, bits)
+            elif t == "date":
+                ct = ColumnType(Kind.DATE, nullable=null, native=t)
+            elif t in _INTEGRITY_TEXT:
+                ct = ColumnType(Kind.TEXT, nullable=null, native=t)
+            else:
+                ct = ColumnType(Kind.OTHER, nullable=null, native=t)
+            out[str(col)] = ct
+        return out

@@ -1,0 +1,323 @@
+"""The rollback drill (runbook: "Monthly Emergency Drills", rollback drill checklist), unattended.
+
+`run_drill(scenario)` does, against a running sandbox world with its Prefect server:
+
+1. reset: faults cleared, traffic back on green, the trigger rules quiet (their windows clean);
+2. the runner (`deployments.runner`, which applies the deployments and their automations) and
+   the watchdog are started unless already running;
+3. the scenario's fault is injected into green (or blue, for the negative cases) -> `t_fault`;
+4. the watchdog fires -> automation -> `emergency_rollback` run; the drill waits for the
+   incident's journal to say resolved or escalated;
+5. it returns the timings (`detected_s`, `redirected_s`, `confirmed_s`, from the fault's start),
+   the phase timings from the journal, and the rendered incident report.
+
+Scenarios: throughput, errors, resources, database (the four trigger families); `blue-down`
+(green throughput fault while blue's databases are down: expect escalation, no redirect);
+`short` (a throughput fault shorter than the consecutive-window requirement: expect nothing);
+`double` (errors and throughput at once: expect one incident, one rollback).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flows.watchdog import Watchdog
+from tbs_emergency.config import Settings, load_settings
+from tbs_emergency.connectors import Connectors
+from tbs_emergency.domain.incident import Incident
+from tbs_emergency.domain.journal import Journal
+from tbs_emergency.domain.report import render_report, step_timings
+from tbs_emergency.domain.triggers import RuleSet
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_LINE = "tbs runner: serving"
+
+# scenario -> [(env, fault kind, magnitude)]
+SCENARIOS: dict[str, list[tuple[str, str, float | None]]] = {
+    "throughput": [("green", "throughput", 0.6)],
+    "errors": [("green", "errors", 20.0)],
+    "resources": [("green", "cpu", 98.0)],
+    "database": [("green", "db-down", None)],
+    "blue-down": [("blue", "db-down", None), ("green", "throughput", 0.6)],
+    "short": [("green", "throughput", 0.6)],
+    "double": [("green", "errors", 20.0), ("green", "throughput", 0.6)],
+}
+EXPECT_ROLLBACK = {"throughput", "errors", "resources", "database", "double"}
+
+
+class DrillError(RuntimeError):
+    pass
+
+
+@dataclass
+class DrillResult:
+    scenario: str
+    incident_id: str | None
+    rolled_back: bool
+    traffic: str
+    status: str
+    timings: dict[str, float | None]
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    incidents: list[str] = field(default_factory=list)
+    rollback_runs: int = 0
+    problems: list[str] = field(default_factory=list)
+    report: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "incident_id": self.incident_id,
+            "scenario": self.scenario,
+            "rolled_back": self.rolled_back,
+            "traffic": self.traffic,
+            "status": self.status,
+            "timings": self.timings,
+            "phases": self.phases,
+            "incidents": self.incidents,
+            "rollback_runs": self.rollback_runs,
+            "problems": self.problems,
+        }
+
+
+def prefect_api_url(sandbox_dir: Path) -> str | None:
+    from sandbox.proc import load_services
+
+    svc = load_services(sandbox_dir / "services.json").get("prefect")
+    return svc.extra.get("api_url") if svc else None
+
+
+class Drill:
+    """One sandbox world, a runner and a watchdog; drills run one after another."""
+
+    def __init__(self, config_path: str, sandbox_dir: Path | None = None, log: Any = None) -> None:
+        self.config_path = str(Path(config_path).resolve())
+        self.settings: Settings = load_settings(self.config_path)
+        self.dir = Path(sandbox_dir or Path(self.config_path).parent).resolve()
+        self.log = log or (lambda m: None)
+        api = os.environ.get("PREFECT_API_URL") or prefect_api_url(self.dir)
+        if not api:
+            raise DrillError(f"no Prefect server in {self.dir} and PREFECT_API_URL is not set")
+        os.environ["PREFECT_API_URL"] = api
+        os.environ["TBS_CONFIG"] = self.config_path
+        self.api_url = api
+        self.conn = Connectors(self.settings)
+        self.journal = Journal(self.conn.store())
+        self.rules = RuleSet.from_config(self.settings.triggers)
+        self.runner: subprocess.Popen[bytes] | None = None
+        self.watchdog: Watchdog | None = None
+        self._wd_thread: threading.Thread | None = None
+
+    # -- services --------------------------------------------------------------------------------
+
+    def start_runner(self, timeout: float = 240.0) -> None:
+        from prefect.client.orchestration import get_client
+
+        if self.runner is not None and self.runner.poll() is None:
+            return
+        log_path = self.dir / "logs" / "rollback-runner.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_bytes(b"")
+        env = dict(os.environ, PREFECT_API_URL=self.api_url, TBS_CONFIG=self.config_path)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        with open(log_path, "ab") as out:
+            self.runner = subprocess.Popen(
+                [sys.executable, "-m", "deployments.runner", "--config", self.config_path],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        self.log(f"runner started (pid {self.runner.pid}, log {log_path})")
+        deadline = time.monotonic() + timeout
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                if self.runner.poll() is not None:
+                    raise DrillError(
+                        f"the runner exited with {self.runner.returncode}; see {log_path}"
+                    )
+                if READY_LINE in log_path.read_text(errors="replace"):
+                    names = {a.name for a in client.read_automations()}
+                    if "tbs: trigger fired -> emergency rollback" in names:
+                        self.log("deployments and automations applied; runner polling")
+                        return
+                time.sleep(0.5)
+        raise DrillError(
+            f"the runner did not apply the deployments in {timeout:.0f}s; see {log_path}"
+        )
+
+    def start_watchdog(self) -> None:
+        if self._wd_thread is not None and self._wd_thread.is_alive():
+            return
+        self.watchdog = Watchdog(self.settings, Connectors(self.settings), journal=self.journal)
+        self._wd_thread = threading.Thread(target=self.watchdog.run, name="watchdog", daemon=True)
+        self._wd_thread.start()
+        self.log("watchdog started")
+
+    def stop(self) -> None:
+        from sandbox.proc import stop_pid
+
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self._wd_thread is not None:
+            self._wd_thread.join(timeout=10)
+        if self.runner is not None and self.runner.poll() is None:
+            stop_pid(self.runner.pid)
+        self.runner = None
+
+    # -- one drill ---------------------------------------------------------------------------------
+
+    def reset(self, timeout: float = 120.0) -> None:
+        """Faults cleared, traffic on green, no open incident, every rule quiet."""
+        from sandbox import world
+
+        world.clear_faults(self.dir)
+        traffic = self.conn.traffic()
+        if traffic.active() != "green":
+            traffic.switch_to("green")
+        for rec in self.journal.open_incidents():
+            inc = self.journal.incident(rec["id"])
+            if inc is not None:
+                from tbs_emergency.domain.incident import Entry
+
+                self.journal.append(
+                    Entry(
+                        incident_id=inc.id,
+                        kind="resolved",
+                        what="closed by drill reset",
+                        decided_by="drill",
+                        result="info",
+                    )
+                )
+                closed = self.journal.incident(inc.id)
+                if closed is not None:
+                    self.journal.sync_index(closed)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            evs = [r.evaluate("green", self._windows(r), time.time()) for r in self.rules.windowed]
+            if all(e.status == "ok" for e in evs):
+                return
+            time.sleep(1.0)
+        raise DrillError("the trigger rules did not quiet down after clearing the faults")
+
+    def _windows(self, rule: Any) -> Any:
+        from tbs_emergency.domain.triggers import collect_windows
+
+        return collect_windows(
+            rule, "green", self.conn.metrics(), self.settings.metrics.query, time.time()
+        )
+
+    def run(self, scenario: str, timeout: float = 180.0) -> DrillResult:
+        from sandbox import world
+
+        if scenario not in SCENARIOS:
+            raise DrillError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+        self.reset()
+        self.start_runner()
+        self.start_watchdog()
+        assert self.watchdog is not None
+        fired_before = len(self.watchdog.stats.incidents)
+        perf = self.rules.performance
+        short_s = perf.period_s * (perf.required - 1) * 0.8 if perf else 2.0
+        t_fault = time.time()
+        for env, kind, magnitude in SCENARIOS[scenario]:
+            duration = short_s if scenario == "short" else None
+            world.fault(self.dir, kind, env, magnitude, duration)
+        self.log(f"fault injected: {SCENARIOS[scenario]} at {t_fault:.3f}")
+        try:
+            if scenario == "short":
+                return self._expect_nothing(scenario, t_fault, short_s)
+            return self._follow(scenario, t_fault, fired_before, timeout)
+        finally:
+            world.clear_faults(self.dir)
+
+    def _expect_nothing(self, scenario: str, t_fault: float, short_s: float) -> DrillResult:
+        assert self.watchdog is not None
+        perf = self.rules.performance
+        wait = (perf.period_s * (perf.required + 1) if perf else 10.0) + short_s
+        before = list(self.watchdog.stats.incidents)
+        time.sleep(wait)
+        new = [i for i in self.watchdog.stats.incidents if i not in before]
+        traffic = self.conn.traffic().active()
+        return DrillResult(
+            scenario=scenario,
+            incident_id=new[0] if new else None,
+            rolled_back=traffic == "blue",
+            traffic=traffic,
+            status="fired" if new else "no incident",
+            timings={"fault_s": short_s, "watched_s": wait},
+            incidents=new,
+        )
+
+    def _follow(
+        self, scenario: str, t_fault: float, fired_before: int, timeout: float
+    ) -> DrillResult:
+        assert self.watchdog is not None
+        deadline = time.time() + timeout
+        inc_id: str | None = None
+        while time.time() < deadline and inc_id is None:
+            if len(self.watchdog.stats.incidents) > fired_before:
+                inc_id = self.watchdog.stats.incidents[fired_before]
+            time.sleep(0.05)
+        if inc_id is None:
+            raise DrillError(f"no trigger fired within {timeout:.0f}s of the fault")
+        inc: Incident | None = None
+        while time.time() < deadline:
+            inc = self.journal.incident(inc_id)
+            if inc is not None and (
+                inc.status in ("resolved", "merged")
+                or self.journal.has_kind(inc_id, "step", "4-confirmation")
+                or self.journal.has_kind(inc_id, "escalated")
+            ):
+                break
+            time.sleep(0.2)
+        entries = self.journal.entries(inc_id)
+        inc = Incident.from_entries(entries)
+        if inc is None:
+            raise DrillError(f"incident {inc_id} has no journal")
+        time.sleep(0.5)  # let the flow finish journaling (report, index)
+        entries = self.journal.entries(inc_id)
+        inc = Incident.from_entries(entries) or inc
+
+        def at(pred: Any) -> float | None:
+            hits = [e for e in entries if pred(e)]
+            if not hits:
+                return None
+            e = hits[0]
+            return round((e.finished_at or e.at).timestamp() - t_fault, 3)
+
+        detected = round(inc.opened_at.timestamp() - t_fault, 3)
+        redirected = at(lambda e: e.data.get("action") == "redirect" and e.result == "ok")
+        confirmed = at(
+            lambda e: e.step == "4-confirmation" and e.kind == "step" and e.result == "ok"
+        )
+        started = at(lambda e: e.kind == "decision" and e.step == "1-detection")
+        traffic = self.conn.traffic().active()
+        runs = sum(1 for e in entries if e.kind == "decision" and e.step == "1-detection")
+        return DrillResult(
+            scenario=scenario,
+            incident_id=inc.id,
+            rolled_back=traffic == "blue" and redirected is not None,
+            traffic=traffic,
+            status=inc.status,
+            timings={
+                "detected_s": detected,
+                "rollback_started_s": started,
+                "redirected_s": redirected,
+                "confirmed_s": confirmed,
+                "fired_to_redirected_s": round(redirected - detected, 3) if redirected else None,
+                "fired_to_confirmed_s": round(confirmed - detected, 3) if confirmed else None,
+            },
+            phases=step_timings(inc, entries),
+            incidents=self.watchdog.stats.incidents[fired_before:],
+            rollback_runs=runs,
+            problems=[e.what for e in entries if e.result == "failed"],
+            report=render_report(inc, entries),
+        )

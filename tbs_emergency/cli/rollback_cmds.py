@@ -1,0 +1,448 @@
+"""Rollback commands (runbook: "Emergency Command Reference" and the rollback procedures).
+
+    redirect blue|green            curl -X POST http://load-balancer/emergency/redirect-blue
+    rollback [--force] [--confirm-data-integrity] [--dry-run]
+                                   ./emergency-rollback.sh --force --confirm-data-integrity
+    rollback --manual              the 15-minute manual process (asks for authorization)
+    readonly on|off [--heavydb] [--mysql]
+                                   ./db-emergency-readonly.sh --heavydb --mysql
+    sessions preserve              ./preserve-sessions.sh --backup --verify
+    watch                          the watchdog (auto-rollback triggers)
+    runner                         serve the deployments and their automations
+    ack INCIDENT --by NAME         acknowledge an incident (stops the escalation)
+    drill rollback --scenario S    the unattended rollback drill in the sandbox
+
+Every action runs a Prefect flow (visible in the UI, journaled) except `watch` and `runner`,
+which are the long-running processes that start flows.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tbs_emergency.cli.common import (
+    ConfigOpt,
+    DryRunOpt,
+    JsonOpt,
+    config_path,
+    emit_json,
+    err,
+    fail,
+    load,
+    out,
+)
+
+Env = Annotated[str, typer.Argument(help="blue or green")]
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _check_env(env: str) -> None:
+    if env not in ("blue", "green"):
+        raise fail(f"environment must be blue or green, not {env!r}", 2)
+
+
+# --------------------------------------------------------------------------------------------
+# redirect, readonly, sessions
+# --------------------------------------------------------------------------------------------
+
+
+def redirect(
+    target: Env, config: ConfigOpt = None, dry_run: DryRunOpt = False, as_json: JsonOpt = False
+) -> None:
+    """Send all traffic to one environment (`redirect blue` is the runbook's redirect-blue)."""
+    _check_env(target)
+    load(config)
+    from flows.commands import CommandParams, traffic_redirect
+
+    res = traffic_redirect(
+        CommandParams(
+            config_path=config_path(config) or "",
+            target=target,
+            dry_run=dry_run,
+            decided_by=f"person:{_who()}",
+        )
+    )
+    _print(res, as_json)
+    if not res.get("ok"):
+        raise fail(res.get("error") or "redirect failed", 1)
+
+
+def readonly(
+    state: Annotated[str, typer.Argument(help="on or off")],
+    heavydb: Annotated[bool, typer.Option("--heavydb", help="HeavyDB")] = False,
+    mysql: Annotated[bool, typer.Option("--mysql", help="MySQL/MariaDB")] = False,
+    env: Annotated[str, typer.Option("--env", help="whose databases")] = "green",
+    users: Annotated[
+        list[str] | None, typer.Option("--app-user", help="HeavyDB application user (repeat)")
+    ] = None,
+    config: ConfigOpt = None,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Database emergency read-only mode (neither flag: both databases)."""
+    if state not in ("on", "off"):
+        raise fail("state must be on or off", 2)
+    _check_env(env)
+    load(config)
+    from flows.commands import CommandParams, database_read_only
+
+    kinds = [k for k, on in (("mysql", mysql), ("heavydb", heavydb)) if on] or ["mysql", "heavydb"]
+    res = database_read_only(
+        CommandParams(
+            config_path=config_path(config) or "",
+            target=env,
+            dry_run=dry_run,
+            on=state == "on",
+            kinds=kinds,
+            app_users=users or [],
+            decided_by=f"person:{_who()}",
+        )
+    )
+    _print(res, as_json)
+    if not res.get("ok"):
+        raise fail("read-only change did not complete on every database", 1)
+
+
+sessions_app = typer.Typer(help="User sessions.", no_args_is_help=True)
+
+
+@sessions_app.command("preserve")
+def sessions_preserve(
+    source: Annotated[str, typer.Option("--from")] = "green",
+    target: Annotated[str, typer.Option("--to")] = "blue",
+    config: ConfigOpt = None,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Carry active sessions from one environment to the other and verify the count."""
+    _check_env(source)
+    _check_env(target)
+    load(config)
+    from flows.commands import CommandParams
+    from flows.commands import sessions_preserve as flow
+
+    res = flow(
+        CommandParams(
+            config_path=config_path(config) or "",
+            source=source,
+            target=target,
+            dry_run=dry_run,
+            decided_by=f"person:{_who()}",
+        )
+    )
+    _print(res, as_json)
+    if not res.get("ok"):
+        raise fail(res.get("error") or "sessions not preserved", 1)
+
+
+def _print(res: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(res)
+        return
+    for k, v in res.items():
+        out.print(f"{k}: {v}", highlight=False, markup=False)
+
+
+# --------------------------------------------------------------------------------------------
+# rollback
+# --------------------------------------------------------------------------------------------
+
+
+def rollback(
+    force: Annotated[
+        bool, typer.Option("--force", help="Roll back without a confirmed breach")
+    ] = False,
+    confirm_data_integrity: Annotated[
+        bool, typer.Option("--confirm-data-integrity", help="Wait for green's transactions")
+    ] = False,
+    manual: Annotated[bool, typer.Option("--manual", help="The 15-minute manual process")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why (documented)")] = "manual rollback",
+    incident: Annotated[str, typer.Option("--incident", help="Join this incident")] = "",
+    authorized_by: Annotated[
+        str, typer.Option("--authorized-by", help="Manual process: authorize now")
+    ] = "",
+    config: ConfigOpt = None,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Roll back to blue now (runs `emergency_rollback`; `--manual`: `manual_rollback`)."""
+    load(config)
+    cfg = config_path(config) or ""
+    if manual:
+        from flows.manual_rollback import ManualRollbackParams, manual_rollback
+
+        mres = manual_rollback(
+            ManualRollbackParams(
+                reason=reason,
+                requested_by=_who(),
+                config_path=cfg,
+                incident_id=incident,
+                authorized_by=authorized_by,
+                dry_run=dry_run,
+            )
+        )
+        doc = mres.model_dump()
+        if as_json:
+            emit_json(doc)
+        else:
+            table = Table(
+                "phase", "item", "status", "reason", title=f"manual rollback {mres.incident_id}"
+            )
+            for i in mres.checklist:
+                table.add_row(i.phase, i.item, i.status, escape(i.reason))
+            out.print(table)
+            for k, v in mres.overruns.items():
+                out.print(f"[yellow]overrun[/yellow] {k}: {v:.1f}s late")
+        if not (mres.completed or dry_run):
+            raise fail("the manual rollback did not complete (see the checklist)", 1)
+        return
+    from flows.emergency_rollback import RollbackParams, emergency_rollback
+
+    res = emergency_rollback(
+        RollbackParams(
+            incident_id=incident,
+            config_path=cfg,
+            decided_by=f"person:{_who()}",
+            reason=reason,
+            dry_run=dry_run,
+            force=force,
+            confirm_data_integrity=confirm_data_integrity,
+        )
+    )
+    if as_json:
+        emit_json(res.model_dump())
+    else:
+        if res.plan:
+            for line in res.plan:
+                out.print(f"plan: {line}", highlight=False)
+        out.print(f"incident {res.incident_id}: {res.status}; traffic on {res.traffic}")
+        for p in res.problems:
+            err.print(f"[yellow]could not:[/yellow] {escape(p)}", highlight=False)
+    if not (res.rolled_back or res.dry_run):
+        raise fail(f"rollback not done: {res.status}", 1)
+
+
+# --------------------------------------------------------------------------------------------
+# watch, runner, ack
+# --------------------------------------------------------------------------------------------
+
+
+def watch(
+    max_seconds: Annotated[
+        float | None, typer.Option("--max-seconds", help="Stop after this long")
+    ] = None,
+    config: ConfigOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """The watchdog: evaluate every trigger rule, probe the live databases, emit events."""
+    settings = load(config)
+    from tbs_emergency.domain.triggers import RuleSet
+
+    rules = RuleSet.from_config(settings.triggers)
+    for line in rules.describe():
+        err.print(f"rule: {line}", highlight=False, markup=False)
+    if dry_run:
+        return
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from flows.watchdog import Watchdog
+
+    wd = Watchdog(settings)
+    try:
+        stats = wd.run(max_seconds=max_seconds)
+    except KeyboardInterrupt:
+        wd.stop()
+        return
+    err.print(
+        f"evaluations: {stats.evaluations}; incidents: {', '.join(stats.incidents) or 'none'}"
+    )
+
+
+def runner(
+    start: Annotated[str, typer.Option("--start", help="thread | forkserver | spawn")] = "thread",
+    poll: Annotated[float, typer.Option("--poll", help="seconds between polls")] = 0.25,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the deployments (creating their automations) and start triggered runs fast."""
+    load(config)
+    from deployments.runner import main as runner_main
+
+    args = ["--start", start, "--poll", str(poll)]
+    if cfg := config_path(config):
+        args += ["--config", str(Path(cfg).resolve())]
+    runner_main(args)
+
+
+def ack(
+    incident_id: Annotated[str, typer.Argument(help="The incident")],
+    by: Annotated[str, typer.Option("--by", help="Your name")] = "",
+    note: Annotated[str, typer.Option("--note")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Acknowledge an incident: stops its escalation (journal + Prefect input)."""
+    settings = load(config)
+    from tbs_emergency.connectors import Connectors
+    from tbs_emergency.domain.incident import ACKNOWLEDGED, Entry
+    from tbs_emergency.domain.journal import Journal
+
+    who = by or _who()
+    j = Journal(Connectors(settings).store())
+    if j.incident(incident_id) is None:
+        raise fail(f"no incident {incident_id} in the journal", 1)
+    j.append(
+        Entry(
+            incident_id=incident_id,
+            kind=ACKNOWLEDGED,
+            what=f"acknowledged by {who}",
+            decided_by=f"person:{who}",
+            result="ok",
+            data={"note": note},
+        )
+    )
+    sent = _send_ack_input(incident_id, who, note)
+    out.print(
+        f"acknowledged {incident_id} as {who}"
+        + (f"; told {sent} escalation run(s)" if sent else "")
+    )
+
+
+def _send_ack_input(incident_id: str, who: str, note: str) -> int:
+    """Send the Acknowledgement input to running escalation flow runs of this incident."""
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        from flows.escalation import Acknowledgement
+
+        n = 0
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+                ),
+                limit=50,
+            )
+            for r in runs:
+                params = (r.parameters or {}).get("params") or {}
+                if params.get("incident_id") == incident_id:
+                    Acknowledgement(by=who, note=note).send_to(r.id)
+                    n += 1
+        return n
+    except Exception:
+        return 0
+
+
+# --------------------------------------------------------------------------------------------
+# drill
+# --------------------------------------------------------------------------------------------
+
+drill_app = typer.Typer(help="Emergency procedure drills (sandbox).", no_args_is_help=True)
+
+
+@drill_app.command("rollback")
+def drill_rollback(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="throughput | errors | resources | database | blue-down | short | double",
+        ),
+    ] = "throughput",
+    sandbox_dir: Annotated[
+        Path | None, typer.Option("--dir", help="Sandbox directory (default: the config's)")
+    ] = None,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the runner running afterwards")
+    ] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The unattended rollback drill: runner + watchdog, fault, automation-triggered rollback,
+    incident report and phase timings (run after `sandbox up`)."""
+    settings_path = config_path(config)
+    load(config)
+    from flows.rollback_drill import Drill, DrillError
+    from tbs_emergency.config import config_path as resolve_config
+
+    log = (
+        (lambda _m: None)
+        if as_json
+        else (lambda m: err.print(f"drill: {m}", highlight=False, markup=False))
+    )
+    try:
+        drill = Drill(str(resolve_config(settings_path)), sandbox_dir, log=log)
+    except DrillError as exc:
+        raise fail(str(exc), 1) from None
+    try:
+        result = drill.run(scenario)
+    except DrillError as exc:
+        raise fail(str(exc), 1) from None
+    finally:
+        if not keep_running:
+            drill.stop()
+    doc = result.as_dict()
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(result.report or "(no incident report)", highlight=False, markup=False)
+        t = Table("timing", "seconds from the fault", title=f"drill {scenario}: phase timings")
+        for k, v in result.timings.items():
+            t.add_row(k, "-" if v is None else f"{v:.2f}")
+        out.print(t)
+        if result.phases:
+            ph = Table(
+                "step",
+                "result",
+                "start (s)",
+                "end (s)",
+                "duration (s)",
+                "budget ends (s)",
+                title="response steps (from detection) vs the runbook's budgets",
+            )
+            for p in result.phases:
+                ph.add_row(
+                    p["step"],
+                    p["result"],
+                    f"{p['start_s']:.2f}",
+                    f"{p['end_s']:.2f}" if p["end_s"] is not None else "-",
+                    f"{p['duration_s']:.2f}",
+                    f"{p['window_end_s']:g}",
+                )
+            out.print(ph)
+        out.print(
+            f"rolled back: {result.rolled_back}; traffic on {result.traffic};"
+            f" incident {result.incident_id} {result.status}"
+        )
+    expected = scenario in ("throughput", "errors", "resources", "database", "double")
+    if expected and not result.rolled_back:
+        raise fail(f"drill {scenario}: expected a rollback, got {result.status}", 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(redirect)
+    app.command()(rollback)
+    app.command()(readonly)
+    app.add_typer(sessions_app, name="sessions")
+    app.command()(watch)
+    app.command()(runner)
+    app.command()(ack)
+    app.add_typer(drill_app, name="drill")
