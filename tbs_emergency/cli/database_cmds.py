@@ -43,7 +43,8 @@ IncidentOpt = Annotated[
 ]
 
 
-def _engines(mysql: bool, heavydb: bool) -> list[str]:
+def _engines(mysql: bool, heavydb: bool) -> list[Any]:
+    """`--mysql`/`--heavydb` (neither: both), as the flows' `engines` parameter."""
     from tbs_emergency.dbops.targets import resolve_engines
 
     return list(resolve_engines(mysql, heavydb))
@@ -189,11 +190,11 @@ def complete_transactions(
     config: ConfigOpt = None,
 ) -> None:
     """Wait for open transactions to finish; report the rest with age, user and statement."""
+    timeout_s = _duration(timeout, "--timeout")
+    load(config)
     from flows.db_complete_transactions import CompleteTransactionsParams
     from flows.db_complete_transactions import complete_transactions as run
 
-    timeout_s = _duration(timeout, "--timeout")
-    load(config)
     report = run(
         CompleteTransactionsParams(
             config_path=config_path(config),
@@ -231,12 +232,12 @@ def reset_cache(
     config: ConfigOpt = None,
 ) -> None:
     """HeavyDB memory clears, MySQL flushes, service restarts when asked; each then probed."""
-    from flows.db_reset_cache import ResetCacheParams
-    from flows.db_reset_cache import reset_cache as run
-
     if service and not restart_services:
         raise fail("--service needs --restart-services", 2)
     load(config)
+    from flows.db_reset_cache import ResetCacheParams
+    from flows.db_reset_cache import reset_cache as run
+
     report = run(
         ResetCacheParams(
             config_path=config_path(config),
