@@ -1712,7 +1712,7 @@ class Handler:
             default_dbs.append(name)
         text = ht.text_dict(nullable=False)
         boolean = HeavyType(TDatumType.BOOL, nullable=False)
-        cols = {
+        cols: dict[str, list[Any]] = {
             "NAME": [u.name for u in users],
             "ID": [u.id for u in users],
             "IS_SUPER": [u.is_super for u in users],
