@@ -330,8 +330,9 @@ class HeavyDBDatabase:
     def _own_public_session(self) -> str | None:
         con = self._con
         sid = getattr(con, "_session", None) if con is not None else None
-        # HeavyDB's public session id: the first 3 and the last 4 characters of the session.
-        return f"{sid[:3]}-{sid[-4:]}" if isinstance(sid, str) and len(sid) >= 7 else None
+        # HeavyDB's public session id is "<minute%10><seconds>-<first 4 characters of the
+        # session id>"; the part after the dash is what identifies our own session.
+        return sid[:4] if isinstance(sid, str) and len(sid) >= 4 else None
 
     def sessions(self) -> list[DbSession]:
         """`SHOW USER SESSIONS` (public session ids), busy ones from the running queries."""
@@ -343,7 +344,7 @@ class HeavyDBDatabase:
             for q in qrows:
                 rec = dict(zip(qcols, q, strict=False))
                 sid = str(rec.get("query_session_id") or "")
-                if sid and sid != own:
+                if sid and sid.rsplit("-", 1)[-1] != own:
                     busy[sid] = max(busy.get(sid, 0.0), _seconds_since(rec.get("submitted")))
         except ConnectorError:
             pass  # older servers: every session counts as idle, with unknown idle time

@@ -102,6 +102,11 @@ def _poll(check: Callable[[], bool], deadline_s: float, every: float = 0.2) -> f
         time.sleep(every)
 
 
+def _databases_ok(w: World, health: dict[str, Any]) -> bool:
+    names = ["mysql", "redis"] + (["heavydb"] if "heavydb" in w.services else [])
+    return all(health["checks"][n]["ok"] for n in names)
+
+
 def _lb_auth(w: World) -> dict[str, str]:
     token = w.settings.traffic.token
     assert token is not None
@@ -340,7 +345,9 @@ def test_db_down_on_green_leaves_blue_working(sandbox_world: World) -> None:
             assert _heavydb_rows(blue, "SELECT 1") == [(1,)]
         health = httpx.get(f"{green.app_url}/health", timeout=20)
         assert health.json()["status"] == "down"
-        assert httpx.get(f"{blue.app_url}/health", timeout=20).json()["status"] == "ok"
+        blue_health = httpx.get(f"{blue.app_url}/health", timeout=20).json()
+        assert blue_health["status"] in ("ok", "degraded")  # degraded: slow, on a busy machine
+        assert _databases_ok(sandbox_world, blue_health), blue_health
         # (Not asking the app for results now: its pooled MySQL connection, dropped by the
         # fault, must be found stale and replaced after recovery.)
         assert httpx.get(f"{green.app_url}/api/trades", timeout=20).status_code == 503
@@ -364,7 +371,10 @@ def test_up_restarts_a_dead_service_only(sandbox_world: World) -> None:
     }
     assert world.status(sandbox_world.dir)["app-blue"]["alive"] is True
     health = httpx.get(f"{sandbox_world.url('app-blue')}/health", timeout=20).json()
-    assert health["env"] == "blue" and health["status"] == "ok"
+    assert health["env"] == "blue"
+    # (ok, or degraded when a probe took over a second on a busy machine: not down)
+    assert health["status"] in ("ok", "degraded"), health
+    assert _databases_ok(sandbox_world, health), health
 
 
 @pytest.mark.timeout(600)  # a fresh Prefect database takes minutes on a busy 2-core machine
