@@ -1,5 +1,6 @@
-"""The drill schedules are what the runbook says: deployed from deployments/drills.yaml to a
-Prefect server (parsed exactly as `prefect deploy` parses prefect.yaml) and read back from it."""
+"""The drill schedules are what the runbook says: the entries of prefect.yaml (once merged
+there; deployments/drills.yaml until then, and the two must agree) deployed to a Prefect server
+and read back from it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "deployments" / "drills.yaml"
+PREFECT_YAML = ROOT / "prefect.yaml"
+
+
+def _entries() -> list[dict[str, Any]]:
+    """Our deployment entries as prefect.yaml has them (drills.yaml's where not merged yet)."""
+    ours = yaml.safe_load(SPEC.read_text())["deployments"]
+    merged = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+    return [merged.get(d["name"], d) for d in ours]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +44,7 @@ def _deploy_all() -> dict[str, str]:
     from prefect.flows import load_flow_from_entrypoint
 
     names, deployments = {}, []
-    for d in yaml.safe_load(SPEC.read_text())["deployments"]:
+    for d in _entries():
         if not d.get("schedules"):
             continue
         path, func = d["entrypoint"].split(":")
@@ -109,9 +118,13 @@ def test_schedules_read_from_the_server_are_the_runbooks(api: str) -> None:
     assert [r.month for r in runs] == [4, 7, 10, 1] and all(r.day == 24 for r in runs)
 
 
-def test_drills_yaml_entries_are_complete() -> None:
+def test_drills_yaml_entries_are_complete_and_merged_unchanged() -> None:
     doc = yaml.safe_load(SPEC.read_text())
     by = {d["name"]: d for d in doc["deployments"]}
+    merged = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+    for name, d in by.items():
+        if name in merged:
+            assert merged[name] == d, f"prefect.yaml's {name} differs from deployments/drills.yaml"
     for d in by.values():
         assert d["work_pool"]["name"] == "tbs-emergency"
         assert (ROOT / d["entrypoint"].split(":")[0]).exists()
