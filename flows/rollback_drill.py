@@ -175,7 +175,20 @@ class Drill:
     # -- one drill ---------------------------------------------------------------------------------
 
     def reset(self, timeout: float = 120.0) -> None:
-        """Faults cleared, traffic on green, no open incident, every rule quiet."""
+        """Faults cleared, traffic on green, no open incident, every rule quiet.
+
+        The watchdog is paused meanwhile: switching traffic back to green while green's last
+        windows still hold the previous fault would (rightly) fire a new incident.
+        """
+        if self.watchdog is not None:
+            self.watchdog.pause()
+        try:
+            self._reset(timeout)
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.resume()
+
+    def _reset(self, timeout: float) -> None:
         from sandbox import world
 
         world.clear_faults(self.dir)
@@ -199,11 +212,23 @@ class Drill:
                 closed = self.journal.incident(inc.id)
                 if closed is not None:
                     self.journal.sync_index(closed)
-        deadline = time.monotonic() + timeout
+        # Quiet must hold for a whole detection span (N windows), not just at one instant:
+        # a single look can land between scrapes while the old fault still fills the windows.
+        span = max((r.period_s * r.required for r in self.rules.windowed), default=0.0)
+        deadline = time.monotonic() + timeout + span
+        quiet_since: float | None = None
         while time.monotonic() < deadline:
             evs = [r.evaluate("green", self._windows(r), time.time()) for r in self.rules.windowed]
             if all(e.status == "ok" for e in evs):
-                return
+                if traffic.active() != "green":
+                    traffic.switch_to("green")
+                    quiet_since = None
+                    continue
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= span:
+                    return
+            else:
+                quiet_since = None
             time.sleep(1.0)
         raise DrillError("the trigger rules did not quiet down after clearing the faults")
 
@@ -263,9 +288,13 @@ class Drill:
         deadline = time.time() + timeout
         inc_id: str | None = None
         while time.time() < deadline and inc_id is None:
-            if len(self.watchdog.stats.incidents) > fired_before:
-                inc_id = self.watchdog.stats.incidents[fired_before]
-            time.sleep(0.05)
+            # The first incident the watchdog opened after the fault (never a leftover).
+            for cand in self.watchdog.stats.incidents[fired_before:]:
+                inc = self.journal.incident(cand)
+                if inc is not None and inc.opened_at.timestamp() >= t_fault:
+                    inc_id = cand
+                    break
+            time.sleep(0.1)
         if inc_id is None:
             raise DrillError(f"no trigger fired within {timeout:.0f}s of the fault")
         inc: Incident | None = None

@@ -123,11 +123,25 @@ class Watchdog:
         self._seen: dict[str, set[str]] = {}  # incident -> rule[signal] already journaled
         self._worst: dict[str, Severity] = {}  # incident -> when its rollback was requested
         self._stop = threading.Event()
+        self._paused = threading.Event()
 
     # -- the loop --------------------------------------------------------------------------------
 
     def stop(self) -> None:
         self._stop.set()
+
+    def pause(self) -> None:
+        """Stop evaluating (probes keep running) until `resume()`; drills pause while they reset
+        the world, so the reset itself is not taken for an incident."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        """Evaluate again, from a clean slate (open incidents are re-read from the journal)."""
+        self._due.clear()
+        self._awaiting.clear()
+        self._active.clear()
+        self._index_checked = 0.0
+        self._paused.clear()
 
     def run(self, max_seconds: float | None = None, stop_when_fired: bool = False) -> WatchStats:
         start = self.clock()
@@ -138,7 +152,11 @@ class Watchdog:
             + [1.0]
         )
         while not self._stop.is_set():
-            self.tick()
+            try:
+                if not self._paused.is_set():
+                    self.tick()
+            except Exception:  # the watchdog must outlive any one bad evaluation
+                log.exception("watchdog tick failed; carrying on")
             if stop_when_fired and self.stats.fired:
                 break
             if max_seconds is not None and self.clock() - start >= max_seconds:

@@ -21,7 +21,7 @@ def _yaml() -> dict[str, dict]:
 
 def test_same_deployments_entrypoints_and_limits() -> None:
     declared = _yaml()
-    assert set(declared) == set(specs.ALL)
+    assert set(specs.ALL) <= set(declared)  # prefect.yaml also holds the drills' deployments
     served = {kw["name"]: (flow, kw) for flow, kw in specs.served_flows()}
     assert set(served) == set(specs.ALL)
     for name, (flow, kw) in served.items():
