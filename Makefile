@@ -11,7 +11,7 @@ setup:
 demo: setup
 	uv run tbs-emergency sandbox up --dir $(SANDBOX_DIR) --rows $(ROWS)
 	uv run tbs-emergency config check
-	uv run tbs-emergency health
+	uv run tbs-emergency drill rollback --scenario throughput
 	uv run tbs-emergency status
 
 test: setup
@@ -29,8 +29,15 @@ format:
 	uv run ruff format .
 	uv run ruff check --fix .
 
+# Benchmarks print ratios against their named baselines; they start their own servers, except
+# rto.py which drills against the running sandbox (make demo first).
 bench: setup
 	uv run python bench/heavydb_sandbox.py
+	uv run python bench/trigger_latency.py
+	uv run --with 'reladiff[mysql]' python bench/integrity.py
+	uv run python bench/backup.py
+	uv run python bench/pitr.py
+	uv run python bench/rto.py --runs 5
 
 down:
 	uv run tbs-emergency sandbox down --dir $(SANDBOX_DIR)

@@ -82,7 +82,8 @@ def test_configuration_problems_become_probe_answers(settings_factory: Any) -> N
         settings.environments["blue"].mysql.password
     )(env="TBS_TEST_UNSET_VARIABLE_XYZ")
     probes = {p.system: p for p in probe_all(settings)}
-    assert not probes["traffic"].reachable and "not implemented yet" in probes["traffic"].detail
+    # A runtime API nobody listens on: an answer naming it, not an exception.
+    assert not probes["traffic"].reachable and "runtime API 127.0.0.1:1" in probes["traffic"].detail
     assert probes["notify[pager]"].reachable and "not probed" in probes["notify[pager]"].detail
     assert not probes["mysql[blue,green]"].reachable
     assert "TBS_TEST_UNSET_VARIABLE_XYZ" in probes["mysql[blue,green]"].detail
