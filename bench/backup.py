@@ -73,7 +73,9 @@ def load(service: Any, rows: int) -> None:
         con.close()
 
 
-def config(tmp: Path, mysql_port: int, moto_url: str) -> str:
+def config(tmp: Path, mysql_port: int, moto_url: str, socket: str | None = None) -> str:
+    """A tbs.toml for the bench servers (root; the socket, like the baselines, when given)."""
+    sock = f'unix_socket = "{socket}"' if socket else ""
     text = f"""
 [environments.blue]
 app_url = "http://127.0.0.1:1"
@@ -85,6 +87,7 @@ port = {mysql_port}
 user = "root"
 password = ""
 database = "{DATABASE}"
+{sock}
 [environments.blue.redis]
 url = "redis://127.0.0.1:1/0"
 [environments.green]
@@ -97,6 +100,7 @@ port = {mysql_port}
 user = "root"
 password = ""
 database = "{DATABASE}"
+{sock}
 [environments.green.redis]
 url = "redis://127.0.0.1:1/0"
 [traffic]
@@ -199,7 +203,7 @@ def main() -> None:
     moto = start_moto(work / "moto")
     try:
         load(maria, args.rows)
-        cfg = config(work, maria.port, moto.url)
+        cfg = config(work, maria.port, moto.url, maria.extra["socket"])
         S3ObjectStore(load_settings(cfg).storage).ensure_bucket()
         have_mydumper = shutil.which("mydumper") is not None
         times: dict[str, list[float]] = {"mariadb-dump | gzip": [], "tbs-emergency": []}

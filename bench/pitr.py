@@ -10,7 +10,8 @@ backup twice (not timed) into two new databases, then times:
 
 - plain: `mariadb-binlog --read-from-remote-server --start-position=P --stop-datetime=T
   --database=src --rewrite-db=src->a FILES | mariadb --init-command='SET sql_log_bin=0'`
-  (the same session setting tbs-emergency uses, so both apply the same work);
+  (the same session setting tbs-emergency uses, so both apply the same work; both over the
+  server's socket; which one runs first alternates between runs);
 - tbs-emergency: the recovery's replay step (`replay_binlog`: the same pipeline, credentials in
   a private option file) with its verification as the flow runs it (the binlog's row counts per
   table read concurrently, then the recovered tables counted and compared).
@@ -116,8 +117,8 @@ def plain(service: Any, plan: Any, target: str) -> float:
     files = " ".join(plan.files)
     stop = plan.stop_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     cmd = (
-        f"TZ=UTC mariadb-binlog --no-defaults --read-from-remote-server --host=127.0.0.1"
-        f" --port={service.port} --user=root --start-position={plan.start.position}"
+        f"TZ=UTC mariadb-binlog --no-defaults --read-from-remote-server"
+        f" --socket={service.extra['socket']} --user=root --start-position={plan.start.position}"
         f" --stop-datetime='{stop}' --database={DATABASE}"
         f" --rewrite-db='{DATABASE}->{target}' {files}"
         f" | mariadb --no-defaults -S {service.extra['socket']} -uroot --binary-mode"
@@ -178,7 +179,7 @@ def main() -> None:
     moto = start_moto(work / "moto")
     try:
         prepare(maria)
-        cfg = config(work, maria.port, moto.url)
+        cfg = config(work, maria.port, moto.url, maria.extra["socket"])
         S3ObjectStore(load_settings(cfg).storage).ensure_bucket()
         with serverless(active_env="blue") as s:
             s.call(
@@ -202,8 +203,12 @@ def main() -> None:
                 a, b = f"plain_{i}", f"ours_{i}"
                 restore_into(cfg, plan.backup_id, a)
                 restore_into(cfg, plan.backup_id, b)
-                t_plain = plain(maria, plan, a)
-                t_ours, t_replay = ours(cfg, plan, b)
+                if i % 2 == 0:  # alternate which goes first: the machine is shared
+                    t_plain = plain(maria, plan, a)
+                    t_ours, t_replay = ours(cfg, plan, b)
+                else:
+                    t_ours, t_replay = ours(cfg, plan, b)
+                    t_plain = plain(maria, plan, a)
                 times["plain pipeline"].append(t_plain)
                 times["tbs-emergency"].append(t_ours)
                 times["replay"].append(t_replay)

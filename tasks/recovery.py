@@ -606,12 +606,12 @@ def apply_flashback(
             stop_position=position[1],
             database=database,
         )
-        return conflicts(parse_verbose(text, plan.until.file), database, infos, plan.keys)
+        return conflicts(parse_verbose(text, plan.until.file), database, infos, plan.touched_keys)
 
     keys = {
-        t: (list(infos[t].primary_key), plan.keys.get(t, []))
+        t: (list(infos[t].primary_key), plan.touched_keys.get(t, []))
         for t in plan.tables
-        if plan.keys.get(t)
+        if plan.touched_keys.get(t)
     }
     result = rec.apply_flashback(
         plan.flashback_id, database, statements, keys, plan.row_delta, check, lock_wait_s

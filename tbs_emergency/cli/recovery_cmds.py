@@ -307,15 +307,18 @@ def recover_mysql(
 
     load(config)
     at = parse_time(to, "--to")
-    params = PitrParams(
-        config_path=config_path(config),
-        environment=env,
-        target_at=at,
-        target_database=target_database,
-        dry_run=dry_run,
-        force=force,
-        reconcile=not no_reconcile,
-    )
+    try:
+        params = PitrParams(
+            config_path=config_path(config),
+            environment=env,
+            target_at=at,
+            target_database=target_database,
+            dry_run=dry_run,
+            force=force,
+            reconcile=not no_reconcile,
+        )
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
     ok, report = _run(point_in_time_recovery, params)
     if not ok:
         raise _failure(report, as_json, "point-in-time recovery")
@@ -344,14 +347,17 @@ def recover_heavydb(
     from flows.point_in_time_recovery import HeavyPitrParams, heavydb_point_in_time_recovery
 
     load(config)
-    params = HeavyPitrParams(
-        config_path=config_path(config),
-        environment=env,
-        target_at=parse_time(to, "--to"),
-        tables=_tables(tables),
-        dry_run=dry_run,
-        heavydb_restore_dir=str(heavydb_restore_dir.resolve()) if heavydb_restore_dir else None,
-    )
+    try:
+        params = HeavyPitrParams(
+            config_path=config_path(config),
+            environment=env,
+            target_at=parse_time(to, "--to"),
+            tables=_tables(tables),
+            dry_run=dry_run,
+            heavydb_restore_dir=str(heavydb_restore_dir.resolve()) if heavydb_restore_dir else None,
+        )
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
     ok, report = _run(heavydb_point_in_time_recovery, params)
     if not ok:
         raise _failure(report, as_json, "HeavyDB recovery")
@@ -401,6 +407,10 @@ def flashback(
         "flashback_id": flashback_id,
         "incident_id": incident,
     }
+    try:
+        FlashbackParams(**base)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
     if not dry_run and not yes:
         ok, preview = _run(flashback_flow, FlashbackParams(**base, dry_run=True))
         if not ok:

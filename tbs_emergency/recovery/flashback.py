@@ -57,7 +57,8 @@ class FlashbackPlan(BaseModel):
     changes: dict[str, dict[str, int]] = Field(default_factory=dict)
     row_delta: dict[str, int] = Field(default_factory=dict)
     statements: list[str] = Field(default_factory=list)
-    keys: dict[str, list[list[Any]]] = Field(default_factory=dict)
+    # (not named `keys`: Prefect takes any object with a `keys` attribute for a mapping)
+    touched_keys: dict[str, list[list[Any]]] = Field(default_factory=dict)
     refusals: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
@@ -207,7 +208,7 @@ def build_plan(
         c = counts[t]
         plan.changes[t] = {k: c.get(k, 0) for k in ("insert", "update", "delete")}
         plan.row_delta[t] = c.get("delete", 0) - c.get("insert", 0)
-        plan.keys[t] = [list(k) for k in keys.get(t, {})]
+        plan.touched_keys[t] = [list(k) for k in keys.get(t, {})]
         if not tables[t].primary_key:
             plan.warnings.append(
                 f"table {t} has no primary key: rows are matched on all columns and"

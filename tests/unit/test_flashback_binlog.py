@@ -293,7 +293,7 @@ def test_the_flashback_plan_undoes_newest_first_with_column_names() -> None:
     assert plan.applicable
     assert plan.changes == {"ty": {"insert": 1, "update": 1, "delete": 1}}
     assert plan.row_delta == {"ty": 0}
-    assert plan.keys == {"ty": [[MAX]]}
+    assert plan.touched_keys == {"ty": [[MAX]]}
     undo_delete, undo_update, undo_insert = plan.statements
     assert undo_delete.startswith("INSERT INTO `d1`.`ty` (`id`, `i`, `u`, `f`")
     assert "X'00FF27415C'" in undo_delete and "'y'" in undo_delete
@@ -338,4 +338,4 @@ def test_later_changes_to_touched_rows_are_conflicts() -> None:
     found = conflicts(later, "d1", {"t2": T2}, {"t2": [[1]]})
     assert found and "t2: row 1 was changed again (insert)" in found[0]
     assert conflicts(later, "d1", {"t2": T2}, {"t2": [[99]]}) == []
-    assert sorted(plan.keys["t2"]) == [[1], [2]]
+    assert sorted(plan.touched_keys["t2"]) == [[1], [2]]
