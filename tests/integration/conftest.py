@@ -165,11 +165,9 @@ def prometheus(servers: dict[str, Service | None]) -> Service | None:
 
 @pytest.fixture(scope="session")
 def heavydb_server(state_root: Path) -> Iterator[Any]:
-    """The sandbox HeavyDB server (an object with .host, .port, .stop()); skips if not built."""
-    try:
-        from sandbox.heavydb.testing import start_server  # type: ignore[import-not-found]
-    except ImportError as exc:
-        pytest.skip(f"sandbox.heavydb.testing is not available yet: {exc}")
+    """The sandbox HeavyDB server (an object with .host, .port, .stop())."""
+    from sandbox.heavydb.testing import start_server
+
     server = start_server(state_root / "heavydb")
     try:
         yield server
