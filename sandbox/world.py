@@ -753,6 +753,53 @@ def _q(value: str) -> str:
     return json.dumps(value)
 
 
+#: one account per role the validation's functional checks log in as (sandbox.seed's users)
+VALIDATION_SAMPLE_USERS = (
+    ("trader01", "sandbox-trader", "trader"),
+    ("analyst01", "sandbox-analyst", "analyst"),
+)
+
+
+def _validation_lines(recovery_password: str) -> list[str]:
+    """The `[validation]` section sized for the sandbox: what its real workload reaches on a
+    small shared machine, and the sample users it seeds with their documented passwords.
+    Production keeps the runbook's figures (docs/tbs.example.toml)."""
+    return [
+        "[validation]",
+        "http_timeout_s = 20",
+        "[validation.performance]",
+        "# the sandbox's workload on 2 shared cores reaches a few thousand rows/s; the runbook's",
+        "# 37,303 rows/s baseline is a production figure",
+        'duration = "60s"',
+        "baseline_rows_per_s = 100",
+        "[validation.performance.mysql_account]",
+        f"user = {_q(RECOVERY_USER)}",
+        f"password = {_q(recovery_password)}",
+        "[validation.api]",
+        "p50_ms = 3000",
+        "p95_ms = 8000",
+        "p99_ms = 10000",
+        "[validation.ui]",
+        "mean_ms = 5000",
+        "p95_ms = 8000",
+        "[validation.concurrency]",
+        "users = 4",
+        "p95_ms = 8000",
+        "max_error_percent = 5",
+        *[
+            line
+            for username, password, role in VALIDATION_SAMPLE_USERS
+            for line in (
+                "[[validation.users]]",
+                f"username = {_q(username)}",
+                f"password = {_q(password)}",
+                f"role = {_q(role)}",
+            )
+        ],
+        "",
+    ]
+
+
 def write_config(
     world: _World,
     ports: dict[str, int],
@@ -826,6 +873,13 @@ def write_config(
         'target = "sandbox"',
         "time_scale = 0.01",
         "",
+        "# server-level emergency steps (connection limits, archive protection, backups, the",
+        "# recovery drill's scratch database) run as the sandbox MariaDB's root: no password on",
+        "# loopback",
+        "[database_emergency.mysql_admin]",
+        'user = "root"',
+        "",
+        *_validation_lines(sec["mysql_recovery_password"]),
         "[channels.oncall]",
         'kind = "webhook"',
         f"url = {_q(sink_url + '/hooks/oncall')}",

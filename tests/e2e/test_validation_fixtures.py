@@ -3,10 +3,8 @@
 - `prefect_api(request)`: a Prefect API for flow runs, one per test session: `PREFECT_API_URL`
   when set (a running server: fastest), else `prefect_test_harness` (a temporary server; its
   start-up costs minutes on a loaded 2-core machine, once per session).
-- `validation_config(world, tmp)`: the world's `tbs.toml` plus a `[validation]` section sized for
-  the sandbox (baselines it can reach on 2 cores, sample users with their documented passwords)
-  and `database_emergency.mysql_admin` (MariaDB root, for the recovery drill's scratch database).
-  Set in configuration, never a hard-coded pass.
+- `validation_config(world, tmp)`: a copy of the world's `tbs.toml`, whose `[validation]` section
+  is sized for the sandbox (sandbox.world), with extra sections or a narrower strategy list.
 - sink and store helpers.
 """
 
@@ -23,42 +21,6 @@ import pytest
 from tests.e2e.conftest import World
 
 _HARNESS: dict[str, Any] = {}
-
-SANDBOX_VALIDATION = """
-[database_emergency.mysql_admin]
-# MariaDB root (empty password in the sandbox): creates and drops the recovery drill's database
-user = "root"
-
-[validation]
-http_timeout_s = 20
-[validation.performance]
-# The sandbox's real workload on 2 shared cores reaches a few thousand rows/s: its baseline is
-# set here, in configuration (production keeps the runbook's 37,303).
-duration = "60s"
-baseline_rows_per_s = 100
-[validation.performance.mysql_account]
-user = "tbs_recovery"
-password = "{recovery_password}"
-[validation.api]
-p50_ms = 3000
-p95_ms = 8000
-p99_ms = 10000
-[validation.ui]
-mean_ms = 5000
-p95_ms = 8000
-[validation.concurrency]
-users = 4
-p95_ms = 8000
-max_error_percent = 5
-[[validation.users]]
-username = "trader01"
-password = "sandbox-trader"
-role = "trader"
-[[validation.users]]
-username = "analyst01"
-password = "sandbox-analyst"
-role = "analyst"
-"""
 
 
 def prefect_api(request: pytest.FixtureRequest) -> str:
@@ -80,22 +42,17 @@ def prefect_api(request: pytest.FixtureRequest) -> str:
     return str(_HARNESS["url"])
 
 
-def recovery_password(world: World) -> str:
-    text = (world.dir / "env.sh").read_text()
-    value = text.split("TBS_SANDBOX_MYSQL_RECOVERY_PASSWORD=", 1)[1].split()[0]
-    return value.strip("'\"")
-
-
 def validation_config(
     world: World, directory: Path, extra: str = "", strategies: list[int] | None = None
 ) -> str:
-    """A copy of the world's configuration with the sandbox's validation section (`strategies`:
-    the trading checks cover only these instead of every strategy found)."""
-    base = Path(world.info["config"]).read_text()
-    section = SANDBOX_VALIDATION.format(recovery_password=recovery_password(world))
+    """A copy of the world's configuration (which carries the sandbox's `[validation]` and
+    `database_emergency.mysql_admin` sections) plus `extra`; `strategies`: the trading checks
+    cover only these instead of every strategy found."""
+    text = Path(world.info["config"]).read_text()
+    assert "[validation]\n" in text, "the sandbox config lost its [validation] section"
     if strategies is not None:
-        section = section.replace("[validation]\n", f"[validation]\nstrategies = {strategies}\n", 1)
-    text = base + section + extra
+        text = text.replace("[validation]\n", f"[validation]\nstrategies = {strategies}\n", 1)
+    text += extra
     path = directory / "tbs-validation.toml"
     path.write_text(text)
     path.chmod(0o600)
