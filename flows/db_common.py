@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from tasks.common import settings_for
 from tbs_emergency.dbops.actions import Action
-from tbs_emergency.dbops.targets import Engine, ServerTarget, server_targets
+from tbs_emergency.dbops.targets import Engine, ServerTarget, live_identity, server_targets
 from tbs_emergency.errors import TbsError
 
 T = TypeVar("T")
@@ -74,7 +74,10 @@ def publish(report: DbReport, key: str) -> DbReport:
 
 
 def targets_for(params: DbParams, engines: list[Engine]) -> list[ServerTarget]:
-    return server_targets(settings_for(params.config_path), engines, params.environments or None)
+    settings = settings_for(params.config_path)
+    return server_targets(
+        settings, engines, params.environments or None, identify=live_identity(settings)
+    )
 
 
 def failed_target(system: str, exc: BaseException) -> TargetReport:

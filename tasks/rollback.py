@@ -181,9 +181,10 @@ def wait_transactions(config_path: str | None, env: str, timeout_s: float) -> di
     """
     from tasks.database import admin_for
     from tbs_emergency.dbops import transactions
-    from tbs_emergency.dbops.targets import server_targets
+    from tbs_emergency.dbops.targets import live_identity, server_targets
 
-    target = server_targets(settings_for(config_path), ["mysql"], [env])[0]
+    settings = settings_for(config_path)
+    target = server_targets(settings, ["mysql"], [env], identify=live_identity(settings))[0]
     report = transactions.complete_transactions(
         admin_for(config_path, target), target, timeout_s=timeout_s, force=False, poll_s=0.25
     )
@@ -258,9 +259,9 @@ def set_read_only(
         # SET GLOBAL read_only needs SUPER or READ_ONLY ADMIN. MariaDB has no super_read_only, so
         # accounts with SUPER keep writing; `db protect-archive` covers those.
         from tasks.database import admin_for
-        from tbs_emergency.dbops.targets import server_targets
+        from tbs_emergency.dbops.targets import live_identity, server_targets
 
-        target = server_targets(settings, ["mysql"], [env])[0]
+        target = server_targets(settings, ["mysql"], [env], identify=live_identity(settings))[0]
         db = admin_for(config_path, target)
         _, err = _attempt(lambda: db.set_read_only(on))
         ro, err2 = _attempt(lambda: db.is_read_only())

@@ -173,6 +173,24 @@ def test_targets_are_one_per_server_named_after_every_environment_on_it() -> Non
         server_targets(settings(), ["mysql"], ["purple"])
 
 
+def test_servers_reached_through_different_addresses_are_one_target() -> None:
+    # blue and green reach one MySQL server through their own proxies (different ports)
+    cfg = settings(green_mysql_port=3307)
+    said = {"blue": "db1:3306", "green": "db1:3306"}
+    both = server_targets(cfg, ["mysql"], identify=lambda _e, env: said[env])
+    assert [(t.name, t.server, t.envs) for t in both] == [
+        ("mysql[blue,green]", "mysql://m:3306", ["blue", "green"])
+    ]
+    # naming only green still gives the same target (and so the same record key)
+    only_green = server_targets(cfg, ["mysql"], ["green"], identify=lambda _e, env: said[env])
+    assert [(t.name, t.key, t.envs) for t in only_green] == [
+        ("mysql[blue,green]", both[0].key, ["green"])
+    ]
+    # a server that cannot be asked stands for itself by its address
+    unknown = server_targets(cfg, ["mysql"], identify=lambda _e, _env: None)
+    assert [t.name for t in unknown] == ["mysql[blue]", "mysql[green]"]
+
+
 def test_database_emergency_defaults() -> None:
     de = settings().database_emergency
     assert de.max_connections == 10 and de.transaction_timeout == 60.0
