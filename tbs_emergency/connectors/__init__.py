@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Literal
 
 from tbs_emergency.config import Settings
-from tbs_emergency.connectors.base import Probe
+from tbs_emergency.connectors.base import Notifier, Probe
 from tbs_emergency.errors import TbsError
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from tbs_emergency.connectors.heavydb import HeavyDBDatabase
     from tbs_emergency.connectors.metrics import PrometheusMetrics
     from tbs_emergency.connectors.mysql import MySQLDatabase
-    from tbs_emergency.connectors.notify import SmtpNotifier, WebhookNotifier
     from tbs_emergency.connectors.objectstore import S3ObjectStore
     from tbs_emergency.connectors.sessions import RedisSessions
     from tbs_emergency.connectors.traffic import HttpTraffic
@@ -120,8 +119,8 @@ class Connectors:
 
         return self._cached("store", lambda: S3ObjectStore(self.settings.storage))
 
-    def notifier(self, channel: str) -> WebhookNotifier | SmtpNotifier:
-        from tbs_emergency.connectors.notify import make_notifier
+    def notifier(self, channel: str) -> Notifier:
+        from tbs_emergency.connectors.pagerduty import make_extra_notifier
         from tbs_emergency.errors import ConfigError
 
         try:
@@ -129,7 +128,7 @@ class Connectors:
         except KeyError:
             known = ", ".join(sorted(self.settings.channels)) or "none"
             raise ConfigError([f"channels: no channel {channel!r} (known: {known})"]) from None
-        return self._cached(f"notify:{channel}", lambda: make_notifier(channel, config))
+        return self._cached(f"notify:{channel}", lambda: make_extra_notifier(channel, config))
 
     def close(self) -> None:
         """Close every connection opened so far (errors while closing are ignored)."""

@@ -39,6 +39,32 @@ class HttpApp:
             )
         raise self._http.status_error(op, resp)
 
+    # -- user administration (security procedures, docs/security.md) --------------------------
+    # `GET /_admin/users/<name>` -> {"user", "active", "role"};
+    # `POST /_admin/users/<name>` {"active": bool} -> {"user", "active", "previous", "changed"}.
+
+    def user(self, username: str) -> dict[str, Any]:
+        """The application's account of username (NotFound when there is none)."""
+        op = f"read user {username}"
+        resp = self._http.request("GET", f"/_admin/users/{_path(username)}", op)
+        return self._user_answer(op, resp)
+
+    def set_user_active(self, username: str, active: bool) -> dict[str, Any]:
+        """Enable or disable an application account; the answer (previous, changed)."""
+        op = f"{'enable' if active else 'disable'} user {username}"
+        resp = self._http.request(
+            "POST", f"/_admin/users/{_path(username)}", op, json={"active": active}
+        )
+        return self._user_answer(op, resp)
+
+    def _user_answer(self, op: str, resp: Any) -> dict[str, Any]:
+        if not 200 <= resp.status < 300:
+            raise self._http.status_error(op, resp)
+        body = self._http.json_of(op, resp)
+        if not isinstance(body, dict) or "active" not in body:
+            raise ConnectorError(self.name, op, "the answer is not a user document")
+        return body
+
     def ping(self) -> Probe:
         def check() -> str:
             body = self.health()
@@ -48,3 +74,9 @@ class HttpApp:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _path(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")

@@ -33,6 +33,9 @@ class StoredObject:
     last_modified: datetime | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     sse: str | None = None  # the server-side encryption S3 reports (AES256, aws:kms)
+    version_id: str | None = None  # versioned buckets (Object Lock needs versioning)
+    lock_mode: str | None = None  # Object Lock: COMPLIANCE or GOVERNANCE
+    retain_until: datetime | None = None  # Object Lock: the version cannot be deleted before
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,15 @@ class AccountLimit:
     user: str
     host: str
     max_user_connections: int
+
+
+@dataclass(frozen=True, order=True)
+class DbAccount:
+    """A MySQL account (user@host) and whether it is locked (cannot log in)."""
+
+    user: str
+    host: str
+    locked: bool = False
 
 
 @dataclass(frozen=True)

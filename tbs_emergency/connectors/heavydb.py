@@ -14,6 +14,7 @@ that is connecting in the current thread (a thread-local; no timeout elsewhere, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -436,6 +437,80 @@ class HeavyDBDatabase:
         self._run(
             "set login",
             f"ALTER USER {_quote_name(user)} (can_login = '{'true' if allowed else 'false'}')",
+        )
+
+    # -- security procedures (docs/security.md) -----------------------------------------------
+    # The connecting user must be a superuser. Passwords given here are redacted from errors.
+
+    def set_password(self, user: str, password: str) -> None:
+        """ALTER USER u (password = '...'): the old password stops working at once."""
+        literal = _sql_string(password)
+        try:
+            self._run(
+                f"change the password of {user}",
+                f"ALTER USER {_quote_name(user)} (password = {literal})",
+            )
+        except ConnectorError as exc:
+            raise type(exc)(
+                exc.system, exc.operation, redact_text(exc.detail, [password])
+            ) from None
+
+    def try_login(self, user: str, password: str) -> tuple[bool, str]:
+        """Log in as user with password: (True, "accepted") or (False, why). Raises when the
+        server cannot be reached (that says nothing about the password)."""
+        import heavydb
+
+        _install_timeout_shim()
+        c = self.config
+        _local.timeout_ms = c.timeout_s * 1000.0
+        try:
+            con = heavydb.connect(
+                host=c.host,
+                port=c.port,
+                user=user,
+                password=password,
+                dbname=c.database,
+                protocol=c.protocol,
+            )
+        except Exception as exc:
+            err = self._error(f"log in as {user}", exc, password)
+            if isinstance(err, Refused | NotFound):
+                return False, err.detail
+            raise err from None
+        finally:
+            _local.timeout_ms = None
+        with contextlib.suppress(Exception):
+            con.close()
+        return True, "accepted"
+
+    def has_database_access(self, user: str, database: str | None = None) -> bool:
+        """Whether user may connect to the database (ACCESS, directly, by role or as owner or
+        superuser)."""
+        from heavydb.thrift.ttypes import (
+            TDatabasePermissions,
+            TDBObjectPermissions,
+            TDBObjectType,
+        )
+
+        db = database or self.config.database
+        perms = TDBObjectPermissions(database_permissions_=TDatabasePermissions(access_=True))
+        return bool(
+            self._call(
+                f"check {user}'s access to {db}",
+                lambda con: con._client.has_object_privilege(
+                    con._session, user, db, TDBObjectType.DatabaseDBObjectType, perms
+                ),
+                retry_transport=True,
+            )
+        )
+
+    def set_database_access(self, user: str, allowed: bool, database: str | None = None) -> None:
+        """GRANT|REVOKE ACCESS ON DATABASE d TO|FROM u."""
+        db = database or self.config.database
+        verb, direction = ("GRANT", "TO") if allowed else ("REVOKE", "FROM")
+        self._run(
+            f"{verb.lower()} access to {db}",
+            f"{verb} ACCESS ON DATABASE {_quote_name(db)} {direction} {_quote_name(user)}",
         )
 
     def clear_cpu_memory(self) -> None:

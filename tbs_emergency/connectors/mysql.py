@@ -22,6 +22,7 @@ from tbs_emergency.config import MySQLConfig
 from tbs_emergency.connectors._common import probe, redact_text, split_qualified
 from tbs_emergency.connectors.base import (
     AccountLimit,
+    DbAccount,
     DbSession,
     OpenTransaction,
     PrivilegeGrant,
@@ -53,6 +54,9 @@ _REFUSED = {
     1451,  # foreign key (delete parent)
     1452,  # foreign key (insert child)
     1205,  # lock wait timeout (refused, not a network timeout)
+    4151,  # the account is locked (MariaDB)
+    3118,  # the account is locked (MySQL)
+    1396,  # operation CREATE/ALTER/DROP USER failed (unknown account)
 }
 _NOT_FOUND = {1049, 1146, 1051, 1109}
 # Reconnecting and repeating is safe only when nothing could have been written.
@@ -468,6 +472,86 @@ class MySQLDatabase:
         """GRANT exactly these privileges (granting one already held changes nothing)."""
         for sql, params in _grant_statements("GRANT", grants):
             self._run("grant privileges", sql, params, retry=False)
+
+    # -- security procedures (docs/security.md) -----------------------------------------------
+    # Account changes need CREATE USER (or SUPER) and SELECT on the mysql schema. Passwords
+    # given to these methods are redacted from every error they raise.
+
+    def accounts(self, user: str | None = None) -> list[DbAccount]:
+        """Every account (roles excluded), or those of one user: host and locked flag."""
+        where = " WHERE User = %s" if user is not None else ""
+        params = (user,) if user is not None else None
+        try:
+            rows, _ = self._run(
+                "list accounts",
+                "SELECT User, Host, COALESCE(JSON_VALUE(Priv, '$.account_locked'), 0)"
+                f" FROM mysql.global_priv{where}",
+                params,
+            )
+            rows = [r for r in rows if str(r[1]) != ""]  # roles have an empty host
+        except ConnectorError as exc:
+            if not (_has_code(exc, 1146) or _has_code(exc, 1305) or _has_code(exc, 1064)):
+                raise
+            # MySQL proper: mysql.user has the flag
+            rows, _ = self._run(
+                "list accounts",
+                f"SELECT User, Host, account_locked = 'Y' FROM mysql.user{where}",
+                params,
+            )
+        return sorted(DbAccount(str(u), str(h), bool(int(locked or 0))) for u, h, locked in rows)
+
+    def set_account_locked(self, user: str, host: str, locked: bool) -> None:
+        """ALTER USER ... ACCOUNT LOCK|UNLOCK (a locked account cannot log in)."""
+        self._run(
+            "lock account" if locked else "unlock account",
+            f"ALTER USER %s@%s ACCOUNT {'LOCK' if locked else 'UNLOCK'}",
+            (user, host),
+            retry=False,
+        )
+
+    def set_password(self, user: str, host: str, password: str) -> None:
+        """ALTER USER ... IDENTIFIED BY (the server hashes it; the old one stops at once)."""
+        try:
+            self._run(
+                f"change the password of {user}@{host}",
+                "ALTER USER %s@%s IDENTIFIED BY %s",
+                (user, host, password),
+                retry=False,
+            )
+        except ConnectorError as exc:
+            raise type(exc)(
+                exc.system, exc.operation, redact_text(exc.detail, [password])
+            ) from None
+
+    def try_login(self, user: str, password: str) -> tuple[bool, str]:
+        """Log in as user with password (no database): (True, "accepted") or (False, why).
+
+        Raises when the server cannot be reached (that says nothing about the password).
+        """
+        import pymysql
+
+        c = self.config
+        kwargs: dict[str, Any] = {
+            "user": user,
+            "password": password,
+            "connect_timeout": c.timeout_s,
+            "read_timeout": c.timeout_s,
+            "write_timeout": c.timeout_s,
+        }
+        if c.unix_socket:
+            kwargs["unix_socket"] = c.unix_socket
+        else:
+            kwargs["host"], kwargs["port"] = c.host, c.port
+        try:
+            con = pymysql.connect(**kwargs)
+        except Exception as exc:
+            err = self._error(f"log in as {user}", exc, password)
+            if isinstance(err, Refused):
+                return False, err.detail
+            raise err from None
+        with contextlib.suppress(Exception):
+            con.close()
+        return True, "accepted"
 
     # -- environment sync: whole rows by key (dbops/sync.py) ------------------------------------
 
@@ -1444,6 +1528,23 @@ class MySQLRecovery:
             )
         return out.decode("latin-1").splitlines()
 
+    def privilege_changes(self, since: datetime, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+        """Account and privilege statements (GRANT, REVOKE, CREATE/ALTER/DROP/RENAME USER, SET
+        PASSWORD, roles) in the binary log since a time: `{"at", "statement", "account"}`.
+
+        Only the statement's verb and the first account it names are kept: the text itself
+        may hold a password and never leaves this method. Needs BINLOG MONITOR (REPLICATION
+        CLIENT) and REPLICATION SLAVE (reading the log from the server).
+        """
+        files = [f for f, _ in self.binary_logs()]
+        if not files:
+            return []
+        with self._option_file() as opt:
+            argv = self._binlog_argv(opt, files, start_datetime=since)
+            argv.insert(3, "--base64-output=decode-rows")
+            out = self._run_tool("read account changes from the binary log", argv, timeout_s)
+        return parse_privilege_changes(out.decode("latin-1").splitlines())
+
     def flashback_statements(
         self,
         files: Sequence[str],
@@ -1781,6 +1882,40 @@ class MySQLRecovery:
             sql += f" WHERE {quote_ident(updated_column)} <= %s"
             params = (until.astimezone(UTC).replace(tzinfo=None),)
         return [r[0] for r in self._query(f"read keys of {table}", sql, params)]
+
+
+_EVENT_TIME = re.compile(r"^#(\d{2})(\d{2})(\d{2})\s+(\d{1,2}):(\d{2}):(\d{2})\s")
+_ACCOUNT_STATEMENT = re.compile(
+    r"^\s*(GRANT|REVOKE|CREATE\s+USER|ALTER\s+USER|DROP\s+USER|RENAME\s+USER|SET\s+PASSWORD"
+    r"|CREATE\s+ROLE|DROP\s+ROLE|SET\s+DEFAULT\s+ROLE)\b",
+    re.I,
+)
+_ACCOUNT_NAME = re.compile(r"['`\"]((?:[^'`\"]|'')*)['`\"]\s*@\s*['`\"]((?:[^'`\"]|'')*)['`\"]")
+
+
+def parse_privilege_changes(lines: Sequence[str]) -> list[dict[str, Any]]:
+    """Account statements of `mariadb-binlog` text: time, verb, first account named."""
+    out: list[dict[str, Any]] = []
+    at: datetime | None = None
+    for line in lines:
+        m = _EVENT_TIME.match(line)
+        if m:
+            y, mo, d, h, mi, sec = (int(x) for x in m.groups())
+            at = datetime(2000 + y, mo, d, h, mi, sec, tzinfo=UTC)
+            continue
+        m = _ACCOUNT_STATEMENT.match(line)
+        if not m:
+            continue
+        verb = " ".join(m.group(1).upper().split())
+        acct = _ACCOUNT_NAME.search(line)
+        out.append(
+            {
+                "at": at.isoformat() if at else None,
+                "statement": verb,
+                "account": f"{acct.group(1)}@{acct.group(2)}" if acct else None,
+            }
+        )
+    return out
 
 
 def _binlog_time(t: datetime) -> str:

@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,64 @@ class S3ObjectStore:
             )
         return stored
 
+    def put_locked(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        mode: str,
+        retain_until: datetime,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write bytes under S3 Object Lock (mode COMPLIANCE or GOVERNANCE until retain_until):
+        that version cannot be deleted or overwritten before then. The bucket must have Object
+        Lock enabled (`object_lock_enabled`)."""
+        digest = hashlib.sha256(data).hexdigest()
+        meta = {**(metadata or {}), SHA256_META: digest}
+        try:
+            resp = self.client.put_object(
+                Bucket=self.config.bucket,
+                Key=self.full_key(key),
+                Body=data,
+                Metadata=meta,
+                ObjectLockMode=mode,
+                ObjectLockRetainUntilDate=retain_until,
+                **self._sse_args(),
+            )
+        except Exception as exc:
+            raise self._error(f"put locked {self._where_key(key)}", exc) from None
+        return StoredObject(
+            key=key,
+            size=len(data),
+            sha256=digest,
+            metadata=meta,
+            sse=self._sse_args().get("ServerSideEncryption"),
+            version_id=resp.get("VersionId"),
+            lock_mode=mode,
+            retain_until=retain_until,
+        )
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has S3 Object Lock enabled (set when the bucket was created)."""
+        try:
+            resp = self.client.get_object_lock_configuration(Bucket=self.config.bucket)
+        except Exception as exc:
+            err = self._error(f"read the Object Lock configuration of {self.config.bucket}", exc)
+            if "ObjectLockConfigurationNotFound" in err.detail:
+                return False
+            raise err from None
+        conf = resp.get("ObjectLockConfiguration") or {}
+        return conf.get("ObjectLockEnabled") == "Enabled"
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Delete one version for good (refused while Object Lock retains it)."""
+        try:
+            self.client.delete_object(
+                Bucket=self.config.bucket, Key=self.full_key(key), VersionId=version_id
+            )
+        except Exception as exc:
+            raise self._error(f"delete version of {self._where_key(key)}", exc) from None
+
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.config.bucket, Key=self.full_key(key))
@@ -297,6 +356,9 @@ class S3ObjectStore:
             last_modified=resp.get("LastModified"),
             metadata=meta,
             sse=resp.get("ServerSideEncryption"),
+            version_id=resp.get("VersionId"),
+            lock_mode=resp.get("ObjectLockMode"),
+            retain_until=resp.get("ObjectLockRetainUntilDate"),
         )
 
     def exists(self, key: str) -> bool:

@@ -133,10 +133,12 @@ class StatusPageNotifier:
 
 def make_extra_notifier(channel: str, config: ChannelConfig) -> Any:
     """The notifier for the kinds `connectors.notify` does not build (pagerduty, statuspage)."""
+    from tbs_emergency.connectors.notify import make_notifier
+
+    if config.block:  # the Prefect layer sends it: make_notifier says so
+        return make_notifier(channel, config)
     if config.kind == "pagerduty":
         return PagerDutyNotifier(channel, config)
     if config.kind == "statuspage":
         return StatusPageNotifier(channel, config)
-    from tbs_emergency.connectors.notify import make_notifier
-
     return make_notifier(channel, config)

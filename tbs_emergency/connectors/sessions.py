@@ -150,6 +150,96 @@ class RedisSessions:
 
         return self._do(f"read session {session_id}", run)
 
+    # -- security procedures (docs/security.md) ---------------------------------------------
+    # Session ids are bearer secrets: they never leave this module; evidence and reports get
+    # `id_sha256` (the first 16 hex digits of the id's sha256) instead.
+
+    def flag(self, key: str) -> dict[str, Any] | None:
+        """A plain string key: `{"value", "ttl_s"}` (ttl_s None: no expiry), None if absent."""
+
+        def run(r: Any) -> dict[str, Any] | None:
+            value = r.get(key)
+            if value is None:
+                return None
+            ttl = int(r.ttl(key))
+            return {"value": _s(value), "ttl_s": ttl if ttl > 0 else None}
+
+        return self._do(f"read {key}", run)
+
+    def set_flag(self, key: str, value: str, ttl_s: int | None = None) -> None:
+        self._do(f"set {key}", lambda r: r.set(key, value, ex=ttl_s))
+
+    def delete_flag(self, key: str) -> bool:
+        return bool(self._do(f"delete {key}", lambda r: r.delete(key)))
+
+    def _walk(self, r: Any) -> Any:
+        """(key, session id, content dict or None) of every session (string sessions only)."""
+        prefix = self.config.session_prefix
+        for key in r.scan_iter(match=self._pattern(), count=_SCAN_BATCH):
+            k = _s(key)
+            raw = r.get(key)
+            content: dict[str, Any] | None = None
+            if raw is not None:
+                try:
+                    loaded = json.loads(_s(raw))
+                    content = loaded if isinstance(loaded, dict) else None
+                except ValueError:
+                    content = None
+            yield k, k[len(prefix) :], content
+
+    def session_summaries(self, limit: int = 10000) -> list[dict[str, Any]]:
+        """Every session (up to limit) without its id: id_sha256, user, role, env, created_at."""
+
+        def run(r: Any) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for _key, sid, content in self._walk(r):
+                c = content or {}
+                out.append(
+                    {
+                        "id_sha256": session_digest(sid),
+                        "user": c.get("user") or c.get("username"),
+                        "role": c.get("role"),
+                        "env": c.get("env"),
+                        "created_at": c.get("created_at"),
+                    }
+                )
+                if len(out) >= limit:
+                    break
+            return out
+
+        return list(self._do("list sessions", run))
+
+    def end_user_sessions(self, user: str) -> int:
+        """Delete every session of this user; how many there were."""
+
+        def run(r: Any) -> int:
+            keys = [key for key, _sid, c in self._walk(r) if c and _owner(c) == user]
+            return int(r.delete(*keys)) if keys else 0
+
+        return int(self._do(f"end the sessions of {user}", run))
+
+    def user_session_count(self, user: str) -> int:
+        def run(r: Any) -> int:
+            return sum(1 for _k, _sid, c in self._walk(r) if c and _owner(c) == user)
+
+        return int(self._do(f"count the sessions of {user}", run))
+
+    def login_audit(self, key: str, limit: int = 10000) -> list[dict[str, Any]]:
+        """The application's login audit list (JSON entries, newest first), decoded."""
+
+        def run(r: Any) -> list[dict[str, Any]]:
+            out = []
+            for raw in r.lrange(key, 0, max(0, limit - 1)):
+                try:
+                    entry = json.loads(_s(raw))
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    out.append(entry)
+            return out
+
+        return list(self._do(f"read {key}", run))
+
     def ping(self) -> Probe:
         def check() -> str:
             info = self._do("ping", lambda r: (r.ping(), r.info("server"))[1])
@@ -168,3 +258,15 @@ class RedisSessions:
 
 def _s(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _owner(content: dict[str, Any]) -> str | None:
+    user = content.get("user") or content.get("username")
+    return str(user) if user is not None else None
+
+
+def session_digest(session_id: str) -> str:
+    """A session id's stand-in for evidence and reports (the id itself is a bearer secret)."""
+    import hashlib
+
+    return hashlib.sha256(session_id.encode()).hexdigest()[:16]

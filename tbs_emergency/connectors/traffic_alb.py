@@ -15,12 +15,16 @@ from typing import Any, cast
 from tbs_emergency.config import TrafficConfig
 from tbs_emergency.connectors._common import probe
 from tbs_emergency.connectors.base import EnvName, Probe
+from tbs_emergency.connectors.traffic import UnsupportedSecurityOps
 from tbs_emergency.errors import ConnectorError, Refused, Unreachable
 
 ENVIRONMENTS: tuple[EnvName, ...] = ("blue", "green")
 
 
-class AlbTraffic:
+class AlbTraffic(UnsupportedSecurityOps):
+    """Security operations (drain, deny, allowlists, rate limits, access log) raise a
+    ConnectorError saying this adapter cannot do them."""
+
     kind = "alb"
 
     def __init__(self, config: TrafficConfig, name: str = "traffic", client: Any = None) -> None:

@@ -19,6 +19,7 @@ from typing import cast
 from tbs_emergency.config import TrafficConfig
 from tbs_emergency.connectors._common import probe
 from tbs_emergency.connectors.base import EnvName, Probe
+from tbs_emergency.connectors.traffic import UnsupportedSecurityOps
 from tbs_emergency.errors import ConnectorError, Refused, TimedOut, Unreachable
 
 ENVIRONMENTS: tuple[EnvName, ...] = ("blue", "green")
@@ -28,7 +29,10 @@ ENVIRONMENTS: tuple[EnvName, ...] = ("blue", "green")
 OUT_OF_SERVICE = 0x01 | 0x02 | 0x08 | 0x10 | 0x20
 
 
-class HAProxyTraffic:
+class HAProxyTraffic(UnsupportedSecurityOps):
+    """Security operations (drain, deny, allowlists, rate limits, access log) raise a
+    ConnectorError saying this adapter cannot do them."""
+
     kind = "haproxy"
 
     def __init__(self, config: TrafficConfig, name: str = "traffic") -> None:

@@ -86,3 +86,8 @@ def test_payloads() -> None:
     assert slack_payload(n) == {"text": "*[P0] S* (I-1)\nB"}
     with pytest.raises(ConnectorError, match="not implemented"):
         make_notifier("st", ChannelConfig(kind="statuspage", url="http://x"))
+    # the factory builds every kind, PagerDuty and status page included (`config check` probes
+    # them all)
+    from tbs_emergency.connectors.pagerduty import make_extra_notifier
+
+    assert make_extra_notifier("st", ChannelConfig(kind="statuspage", url="http://x")).channel == "st"
