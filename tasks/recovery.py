@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.backup import heavydb_recovery, mysql_recovery, utcnow
+from tasks.common import settings_for
 from tasks.incident import connectors_for
 from tbs_emergency.errors import ConnectorError, IntegrityError, NotFound, Refused
 from tbs_emergency.recovery import catalog, chunkfile, layout
@@ -701,31 +702,81 @@ def backfill_heavydb_table(
 
 @task(name="compare-heavydb-with-archive", retries=1, retry_delay_seconds=2, timeout_seconds=3600)
 def compare_heavydb_with_archive(
-    config_path: str | None,
-    env: str,
-    table: str,
-    mysql_table: str,
-    key: str,
-    updated_column: str | None,
-    until: datetime | None,
+    config_path: str | None, env: str, table: str, until: datetime | None
 ) -> dict[str, Any]:
-    """Row count and key set of a HeavyDB table against the MySQL archive (rows updated at or
-    before `until` when given)."""
-    rec = mysql_recovery(config_path, env)
-    hr = heavydb_recovery(config_path, env)
-    heavy = set(hr.keys(table, key))
-    archive = set(rec.keys_until(mysql_table, key, updated_column, until))
-    only_heavy = sorted(heavy - archive, key=str)
-    only_archive = sorted(archive - heavy, key=str)
+    """A recovered HeavyDB table against the MySQL archive with the integrity engine (checksum
+    bisection over every compared column, then row by row), the differences sorted by the
+    archive's `updated_column` against `until` (T):
+
+    - archive rows last changed at or before T must be in HeavyDB exactly as in the archive:
+      a missing or different one is a failure (`only_archive`, `different`);
+    - archive rows changed after T cannot be checked (their state at T is not in the archive):
+      counted as `changed_after`;
+    - HeavyDB rows the archive does not have (deleted there after T, or never archived) are a
+      failure too (`only_heavydb`): a person decides.
+
+    `table` names an `integrity.tables` entry (its HeavyDB and MySQL names, key, columns)."""
+    from tasks.backup import recovery_mysql
+    from tasks.integrity import open_store, source, table_config
+    from tbs_emergency.connectors.mysql import MySQLIntegrity
+    from tbs_emergency.integrity import DiffOptions, build_plan, diff_tables, with_text_groups
+    from tbs_emergency.integrity.normalize import native
+
+    m = table_config(settings_for(config_path), table)
+    with open_store(config_path, env, "heavydb") as heavy_db:
+        heavy = source(heavy_db, m, "heavydb")
+        # the archive as data protection reads it (the administrative account when configured)
+        archive = source(MySQLIntegrity(recovery_mysql(config_path, env)), m, "mysql")
+        plan, notes = build_plan(
+            m.name,
+            m.key,
+            m.columns,
+            heavy.describe(),
+            archive.describe(),
+            names=(heavy.name, archive.name),
+        )
+        profile = heavy.profile(plan, count=True, text=True)
+        other = archive.profile(plan, count=True)
+        plan = with_text_groups(plan, profile)
+        expected = max(profile.rows or 0, other.rows or 0)
+        diff = diff_tables(heavy, archive, plan, DiffOptions(), expected_rows=expected)
+        changed_after: list[Any] = []
+        upd_spec = next(
+            (
+                c
+                for c in plan.columns
+                if m.updated_column and c.name.lower() == m.updated_column.lower()
+            ),
+            None,
+        )
+        if until is not None and upd_spec is not None:
+            cut = until.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+            pos = plan.specs.index(upd_spec)
+            suspects = diff.only_right + [d.key for d in diff.different]
+            later = {
+                row[: len(plan.key)]
+                for row in (archive.fetch(plan, suspects) if suspects else [])
+                if row[pos] is not None and native(row[pos], upd_spec) >= cut
+            }
+            changed_after = [k for k in suspects if k in later]
+            diff.only_right = [k for k in diff.only_right if k not in later]
+            diff.different = [d for d in diff.different if d.key not in later]
+    problems = len(diff.only_left) + len(diff.only_right) + len(diff.different)
+    problems += len(diff.duplicate_left) + len(diff.duplicate_right)
     return {
         "table": table,
-        "heavydb_rows": len(heavy),
-        "archive_rows": len(archive),
-        "only_heavydb": len(only_heavy),
-        "only_archive": len(only_archive),
-        "sample_only_heavydb": only_heavy[:10],
-        "sample_only_archive": only_archive[:10],
-        "ok": not only_heavy and not only_archive,
+        "method": "integrity diff (checksums, then rows)",
+        "heavydb_rows": diff.rows_left,
+        "archive_rows": diff.rows_right,
+        "only_heavydb": len(diff.only_left),
+        "only_archive": len(diff.only_right),
+        "different": len(diff.different),
+        "changed_after": len(changed_after),
+        "sample_only_heavydb": diff.display_keys(diff.only_left[:10]),
+        "sample_only_archive": diff.display_keys(diff.only_right[:10]),
+        "sample_different": [diff.describe(d) for d in diff.different[:10]],
+        "notes": notes,
+        "ok": problems == 0,
     }
 
 
