@@ -28,6 +28,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 from pydantic import BaseModel, Field, field_validator
 
+from flows.recovery_validation import validation_summary
 from tasks.backup import default_dump_dir, read_manifest, utcnow
 from tasks.common import settings_for
 from tasks.recovery import (
@@ -268,6 +269,8 @@ class HeavyPitrParams(BaseModel):
     tables: list[str] = Field(default_factory=list)  # empty: every table with records/dumps
     dry_run: bool = False
     heavydb_restore_dir: str | None = None
+    # the live tables change: end with the recovery validation of the environment
+    validate_recovery: bool = True
 
     @field_validator("target_at")
     @classmethod
@@ -284,6 +287,8 @@ class HeavyPitrReport(BaseModel):
     record: str | None = None
     seconds: float = 0.0
     problems: list[str] = Field(default_factory=list)
+    # the recovery validation's summary, when live tables were changed
+    validation: dict[str, Any] | None = None
 
 
 def _mapping(cfg: str | None, table: str) -> Any:
@@ -417,27 +422,36 @@ def heavydb_point_in_time_recovery(params: HeavyPitrParams) -> Any:
                         )
             if p.action == "unchanged":
                 record.add("verified", "heavydb", p.reason, table=p.table)
-            if m is not None and len(m.key) == 1:
-                c = compare_heavydb_with_archive(
-                    cfg,
-                    env,
-                    p.table,
-                    m.mysql_name or m.name,
-                    m.key[0],
-                    m.updated_column,
-                    params.target_at,
-                )
+            if m is not None:
+                c = compare_heavydb_with_archive(cfg, env, m.name, params.target_at)
                 entry["comparison"] = c
+                if c["ok"]:
+                    what = (
+                        f"integrity check against the MySQL archive: {c['heavydb_rows']} rows,"
+                        " every row last changed at or before T identical"
+                    )
+                else:
+                    what = (
+                        f"integrity check against the MySQL archive: {c['only_heavydb']} rows"
+                        f" only in HeavyDB, {c['only_archive']} archive rows (changed at or"
+                        f" before T) missing, {c['different']} different"
+                    )
                 record.add(
                     "verified" if c["ok"] else "differed",
                     "heavydb",
-                    "row keys match the MySQL archive (rows updated up to T)"
-                    if c["ok"]
-                    else f"{c['only_heavydb']} keys only in HeavyDB, {c['only_archive']} only in"
-                    " the archive (rows updated up to T)",
+                    what,
                     table=p.table,
                     sample=c["sample_only_heavydb"] + c["sample_only_archive"],
                 )
+                if c["changed_after"] and "backfilled" not in entry:  # the backfill said so
+                    record.add(
+                        "needs-person",
+                        "heavydb",
+                        f"{c['changed_after']} archive rows changed after T: their state at T"
+                        " is not in the archive, so they could not be checked",
+                        table=p.table,
+                        rows=int(c["changed_after"]),
+                    )
             else:
                 record.add(
                     "needs-person",
@@ -446,7 +460,7 @@ def heavydb_point_in_time_recovery(params: HeavyPitrParams) -> Any:
                     " the recovery step only, not against the archive",
                     table=p.table,
                 )
-            entry["ok"] = True
+            entry["ok"] = entry.get("comparison", {}).get("ok", True)
         except Exception as exc:
             entry["ok"] = False
             entry["error"] = str(exc)
@@ -463,7 +477,17 @@ def heavydb_point_in_time_recovery(params: HeavyPitrParams) -> Any:
         key="heavydb-recovery",
         description=f"HeavyDB recovery to {params.target_at.isoformat()}",
     )
+    changed = any(t.get("action") in ("rollback", "restore") for t in report.tables)
+    if changed and params.validate_recovery:
+        report.validation = validation_summary(cfg, env, "heavydb_point_in_time_recovery")
+        if not report.validation["passed"]:
+            report.ok = False
+            report.problems.append(
+                f"recovery validation of {env} failed: {report.validation['headline']}"
+            )
     report.seconds = round(time.monotonic() - started, 3)
     if not report.ok:
-        return Failed(message="some tables were not recovered", data=report)
+        return Failed(
+            message="; ".join(report.problems) or "some tables were not recovered", data=report
+        )
     return report

@@ -359,3 +359,34 @@ def require_passed(verdict: Verdict) -> Verdict:
     if not verdict.passed:
         raise RecoveryNotValidated(verdict)
     return verdict
+
+
+def validation_summary(
+    config_path: str | None,
+    env: str,
+    decided_by: str,
+    *,
+    incident_id: str | None = None,
+    escalate: bool = True,
+    time_scale: float | None = None,
+) -> dict[str, Any]:
+    """For recovery flows that changed a live environment: run the validation as a subflow and
+    return what their reports carry (`passed`, `headline`, `failures`). `time_scale` defaults to
+    `triggers.time_scale` (1 in production; the sandbox runs its recoveries in seconds)."""
+    scale = time_scale or min(1.0, settings_for(config_path).triggers.time_scale)
+    verdict = validate_recovery(
+        ValidationParams(
+            config_path=config_path,
+            env=env,
+            incident_id=incident_id,
+            escalate=escalate and incident_id is not None,
+            decided_by=decided_by,
+            time_scale=scale,
+        )
+    )
+    return {
+        "env": env,
+        "passed": verdict.passed,
+        "headline": verdict.headline(),
+        "failures": [f"{c.name}: {c.detail}" for c in verdict.failures],
+    }

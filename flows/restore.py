@@ -15,12 +15,16 @@ HeavyDB server can read (`heavydb_restore_dir`).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed
 from pydantic import BaseModel, Field, field_validator
 
+from flows.recovery_validation import validation_summary
 from tasks.backup import default_dump_dir, read_manifest, utcnow
+from tasks.common import settings_for
 from tasks.recovery import (
     discard_mysql_target,
     discard_staged,
@@ -54,6 +58,8 @@ class RestoreParams(BaseModel):
     dry_run: bool = False
     heavydb_restore_dir: str | None = None
     parallel: int = Field(2, ge=1, le=16)
+    # a restore that replaced live tables ends with the recovery validation of the environment
+    validate_recovery: bool = True
 
     @field_validator("backup_id")
     @classmethod
@@ -71,6 +77,8 @@ class RestoreReport(BaseModel):
     mysql_tables: list[dict[str, object]] = Field(default_factory=list)
     heavydb_tables: list[dict[str, object]] = Field(default_factory=list)
     swapped: list[str] = Field(default_factory=list)
+    # the recovery validation's summary, when live tables were replaced
+    validation: dict[str, Any] | None = None
     record: str | None = None
     seconds: float = 0.0
     problems: list[str] = Field(default_factory=list)
@@ -255,4 +263,15 @@ def restore(params: RestoreParams) -> RestoreReport:
             key="restore-report",
             description=f"restore of backup {params.backup_id}",
         )
+    live = (
+        bool(report.swapped) and target_db == settings_for(cfg).environment(env).mysql.database
+    ) or (bool(heavy_tables) and suffix == "")
+    if live and params.validate_recovery:
+        report.validation = validation_summary(cfg, env, "restore")
+        if not report.validation["passed"]:
+            report.ok = False
+            report.problems.append(
+                f"live tables replaced, recovery validation failed: {report.validation['headline']}"
+            )
+            return Failed(message=report.problems[-1], data=report)  # type: ignore[return-value]
     return report
