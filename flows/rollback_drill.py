@@ -106,6 +106,12 @@ class Drill:
         os.environ["PREFECT_API_URL"] = api
         os.environ["TBS_CONFIG"] = self.config_path
         self.api_url = api
+        # Prefect reads its settings once, at import: threads (the watchdog) see the process's
+        # global settings, refreshed here; the calling thread may hold a settings context of
+        # its own (a test harness), so every public method also enters `_api()`.
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
         self.conn = Connectors(self.settings)
         self.journal = Journal(self.conn.store())
         self.rules = RuleSet.from_config(self.settings.triggers)
@@ -115,7 +121,17 @@ class Drill:
 
     # -- services --------------------------------------------------------------------------------
 
+    def _api(self) -> Any:
+        """This drill's Prefect API for the calling thread, whatever context it is in."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        return temporary_settings(updates={PREFECT_API_URL: self.api_url})
+
     def start_runner(self, timeout: float = 240.0) -> None:
+        with self._api():
+            self._start_runner(timeout)
+
+    def _start_runner(self, timeout: float) -> None:
         from prefect.client.orchestration import get_client
 
         if self.runner is not None and self.runner.poll() is None:
@@ -183,7 +199,8 @@ class Drill:
         if self.watchdog is not None:
             self.watchdog.pause()
         try:
-            self._reset(timeout)
+            with self._api():
+                self._reset(timeout)
         finally:
             if self.watchdog is not None:
                 self.watchdog.resume()
@@ -240,6 +257,10 @@ class Drill:
         )
 
     def run(self, scenario: str, timeout: float = 180.0) -> DrillResult:
+        with self._api():
+            return self._run(scenario, timeout)
+
+    def _run(self, scenario: str, timeout: float) -> DrillResult:
         from sandbox import world
 
         if scenario not in SCENARIOS:

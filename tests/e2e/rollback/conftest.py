@@ -38,6 +38,9 @@ def rollback_drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
         if not given:
             world.down(directory.resolve())
 
