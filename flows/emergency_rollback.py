@@ -39,6 +39,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from pydantic import BaseModel, Field
 
+from flows.recovery_validation import validation_summary
 from tasks.common import settings_for
 from tasks.incident import journal_for, open_incident, store_report, sync_index
 from tasks.notify import deliver, pagerduty_event, plan_messages
@@ -93,6 +94,12 @@ class RollbackParams(BaseModel):
         None, description="Wait for in-flight transactions (default 60 s x time_scale, min 1 s)"
     )
     sample_users: int = 5
+    validate_recovery: bool = Field(
+        True, description="End with the recovery validation of blue (runbook: recovery validation)"
+    )
+    validation_time_scale: float | None = Field(
+        None, gt=0, le=1, description="Scale the validation's durations (default: triggers')"
+    )
 
 
 class RollbackResult(BaseModel):
@@ -553,6 +560,31 @@ def emergency_rollback(params: RollbackParams | None = None) -> RollbackResult:
         if not ok:
             run.problems.append(f"confirmation: {name} failed")
     confirmed = bool((h or {}).get("healthy")) and throughput_ok
+    if confirmed and p.validate_recovery:
+        # The recovery validation (functional, API, UI, database and concurrency checks) says
+        # blue really serves; its verdict is journaled in the incident, and a failing one
+        # escalates below like any unconfirmed recovery.
+        # this flow escalates an unconfirmed recovery itself (below)
+        verdict = validation_summary(
+            cfg,
+            TARGET,
+            "emergency_rollback",
+            incident_id=inc.id,
+            escalate=False,
+            time_scale=p.validation_time_scale,
+        )
+        checks["recovery_validation"] = verdict
+        run.entry(
+            "check",
+            "confirm recovery validation",
+            step="4-confirmation",
+            system="blue",
+            result="ok" if verdict["passed"] else "failed",
+            data={"headline": verdict["headline"]},
+        )
+        if not verdict["passed"]:
+            run.problems.append(f"recovery validation failed: {verdict['headline']}")
+            confirmed = False
     if confirmed:
         run.notify("stakeholder")
         run.notify("post_resolution")

@@ -27,6 +27,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from flows.emergency_rollback import _value
+from flows.recovery_validation import validation_summary
 from tasks.common import settings_for
 from tasks.incident import journal, open_incident, store_report, sync_index
 from tasks.notify import deliver, plan_messages
@@ -252,7 +253,18 @@ def manual_rollback(params: ManualRollbackParams) -> ManualRollbackResult:
     phase_end("phase-4-sessions", s)
     # Phase 5: Validation & Communication ------------------------------------------------------
     s = datetime.now(UTC)
-    step("Execute comprehensive health checks", environment_health, "blue", key="healthy")
+    if step("Execute comprehensive health checks", environment_health, "blue", key="healthy"):
+        # the comprehensive part: the recovery validation of blue, journaled in the incident
+        # (a failing verdict escalates it and leaves the procedure incomplete)
+        verdict = validation_summary(
+            cfg, "blue", "manual_rollback", incident_id=inc.id, time_scale=scale
+        )
+        mark(
+            "Execute comprehensive health checks",
+            "done" if verdict["passed"] else "failed",
+            verdict["headline"],
+            failures=verdict["failures"],
+        )
     if act and rules.performance:
         rows, err = _value(metric, cfg, "throughput", "blue", rules.performance.period_s)
         good = rows is not None and not rules.performance.breaches(rows)
