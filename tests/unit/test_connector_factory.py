@@ -90,4 +90,5 @@ def test_payloads() -> None:
     # them all)
     from tbs_emergency.connectors.pagerduty import make_extra_notifier
 
-    assert make_extra_notifier("st", ChannelConfig(kind="statuspage", url="http://x")).channel == "st"
+    status_page = make_extra_notifier("st", ChannelConfig(kind="statuspage", url="http://x"))
+    assert status_page.channel == "st"
