@@ -68,19 +68,24 @@ def addressed(
 
 
 def plan_messages(
-    config_path: str | None, template: str, ctx: MessageContext
+    config_path: str | None,
+    template: str,
+    ctx: MessageContext,
+    roles: tuple[str, ...] | list[str] | None = None,
 ) -> list[tuple[str, Notification]]:
     """(channel, message) for every channel of every contact the template addresses.
 
-    Recipients are the contacts whose role the template names; each channel is used once, with
-    the addresses of the contacts reached through it (e-mail for SMTP, phone for SMS, names
-    otherwise). Channels whose kind the template does not use are left out.
+    Recipients are the contacts whose role the template names (or `roles`, when given); each
+    channel is used once, with the addresses of the contacts reached through it (e-mail for
+    SMTP, phone for SMS, names otherwise). Channels whose kind the template does not use are
+    left out.
     """
     settings = settings_for(config_path)
     t = DEFAULT_TEMPLATES[template]
+    wanted = tuple(roles) if roles else t.roles
     by_channel: dict[str, list[str]] = {}
     for c in settings.contacts:
-        if c.role not in t.roles:
+        if c.role not in wanted:
             continue
         for ch in c.channels:
             cfg = settings.channels.get(ch)

@@ -628,6 +628,128 @@ class ValidationConfig(_Model):
 
 
 # --------------------------------------------------------------------------------------------
+# Security incident response, compromised accounts, lockdown (docs/security.md)
+# --------------------------------------------------------------------------------------------
+
+
+class LockdownConfig(_Model):
+    """`lockdown` (runbook: "System-Wide Security Lockdown"); every step is lifted in reverse."""
+
+    # The key the application checks before a login (exists: new logins are refused, sessions
+    # that exist keep working); set in every distinct Redis of the environments.
+    login_flag_key: str = "tbs:lockdown"
+    # `restrict-network-access.sh --internal-only`: the load balancer serves these only.
+    internal_networks: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8"],
+        min_length=1,
+    )
+    # `protect-api-endpoints.sh --rate-limit-aggressive`: requests per minute per client.
+    rate_limit_per_minute: int = Field(60, ge=1)
+    rate_limit_paths: list[str] = Field(default_factory=lambda: ["/api/", "/login", "/upload"])
+    # `restrict-db-access.sh --read-only --authorized-ips-only`: MySQL accounts whose host is
+    # one of these (and the users named below) keep their write privileges; every other
+    # account loses them on the schemas (default: each environment's MySQL database).
+    db_authorized_hosts: list[str] = Field(default_factory=lambda: ["localhost"])
+    db_authorized_users: list[str] = Field(default_factory=list)
+    db_schemas: list[str] = Field(default_factory=list)
+
+    @field_validator("internal_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (CIDR such as 10.0.0.0/8)") from None
+        return v
+
+
+class ServiceAccount(_Model):
+    """A database service account `rotate-credentials` rotates. Its password must live in a
+    Prefect Secret block (`{ block = "name" }`): the new one is written there."""
+
+    engine: Literal["mysql", "heavydb"]
+    user: str
+    password: Secret
+    # The environment whose configuration reaches the server (shared servers: any of them).
+    environment: str = "blue"
+    # MySQL: the account hosts to change (empty: every host the user exists at).
+    hosts: list[str] = Field(default_factory=list)
+
+
+class PrivilegePolicy(_Model):
+    """What `account_compromise` reviews an account's privileges against."""
+
+    # MySQL user -> privileges it may hold (upper case, "ALL" allows anything). A user not named
+    # here may hold no global privilege and nothing beyond SELECT, INSERT, UPDATE, DELETE.
+    mysql: dict[str, list[str]] = Field(default_factory=dict)
+    # HeavyDB users that may be superusers.
+    heavydb_superusers: list[str] = Field(default_factory=lambda: ["admin"])
+    # Application roles that are privileged, and the users allowed to hold them.
+    app_privileged_roles: list[str] = Field(default_factory=lambda: ["admin", "security"])
+    app_privileged_users: list[str] = Field(default_factory=list)
+
+
+class AssessmentConfig(_Model):
+    """Thresholds of the access-log and database-activity analysis."""
+
+    window: Duration = 3600.0  # security assessment: the last hour
+    user_window: Duration = 86400.0  # compromised account: the last 24 hours
+    failed_login_burst: int = Field(5, ge=1)  # failed logins of one user or source ...
+    burst_window: Duration = 60.0  # ... within this long
+    volume_spike_factor: float = Field(3.0, gt=1)  # requests in a minute over N x the median
+    volume_min_requests: int = Field(30, ge=1)  # ... and at least this many
+
+
+class AppDbUsers(_Model):
+    """The application's database accounts, whose privileges isolation revokes."""
+
+    mysql: list[str] = Field(default_factory=list)  # empty: the environment's mysql.user
+    heavydb: list[str] = Field(default_factory=list)  # empty: the environment's heavydb.user
+
+
+class SecurityConfig(_Model):
+    # Evidence: `<evidence_prefix>/<incident>/...` in storage.bucket (or evidence_bucket, which
+    # must have S3 Object Lock enabled), locked for evidence_retention_days (default:
+    # storage.evidence_retention_days) in evidence_lock_mode.
+    evidence_prefix: str = "evidence"
+    evidence_bucket: str | None = None
+    evidence_retention_days: int | None = Field(None, ge=1)
+    evidence_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    metrics_window: Duration = 3600.0  # the Prometheus snapshot: the last hour ...
+    metrics_step: Duration = 15.0  # ... at this resolution
+    # The environment a security incident isolates (green = the new release).
+    affected_environment: str = "green"
+    # Revoke the app accounts' privileges also where the affected environment's database is
+    # shared with the other one (that cuts the other environment off too).
+    isolate_shared_databases: bool = False
+    app_db_users: AppDbUsers = AppDbUsers()
+    # The application's login audit (a Redis list of JSON entries, newest first).
+    login_audit_key: str = "tbs:audit:logins"
+    # Who the security notification goes to (contacts by role); none configured: primary and
+    # escalation, and the journal says so.
+    notify_roles: list[Role] = Field(default_factory=lambda: ["security"])
+    password_length: int = Field(32, ge=16, le=128)
+    service_accounts: list[ServiceAccount] = Field(default_factory=list)
+    privilege_policy: PrivilegePolicy = PrivilegePolicy()
+    assessment: AssessmentConfig = AssessmentConfig()
+    lockdown: LockdownConfig = LockdownConfig()
+
+    @field_validator("evidence_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        v = v.strip("/")
+        if not v:
+            raise ValueError("evidence_prefix cannot be empty")
+        return v
+
+    def retention_days(self, storage: StorageConfig) -> int:
+        return self.evidence_retention_days or storage.evidence_retention_days
+
+
+# --------------------------------------------------------------------------------------------
 # The whole file
 # --------------------------------------------------------------------------------------------
 
@@ -654,6 +776,7 @@ class Settings(BaseSettings):
     prefect: PrefectConfig = PrefectConfig()
     database_emergency: DatabaseEmergencyConfig = DatabaseEmergencyConfig()
     validation: ValidationConfig = ValidationConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -683,6 +806,18 @@ class Settings(BaseSettings):
             for ch in contact.channels:
                 if ch not in self.channels:
                     raise ValueError(f"contacts[{i}] ({contact.name}) names unknown channel {ch!r}")
+        sec = self.security
+        envs = set(self.environments)
+        if sec.affected_environment not in envs:
+            raise ValueError(
+                f"security.affected_environment: no environment {sec.affected_environment!r}"
+            )
+        for i, acct in enumerate(sec.service_accounts):
+            if acct.environment not in envs:
+                raise ValueError(
+                    f"security.service_accounts[{i}] ({acct.user}): no environment"
+                    f" {acct.environment!r}"
+                )
         return self
 
     def environment(self, name: str) -> EnvironmentConfig:

@@ -31,6 +31,10 @@ Faults: `POST /_faults` `{"kind", "magnitude", "duration", "db"}`, `GET /_faults
 The login lockdown flag is the Redis key `tbs:lockdown` (any value): while it exists new logins
 get 403 and existing sessions keep working. Every login attempt is appended to the Redis list
 `tbs:audit:logins` (newest first, capped at 10000).
+
+User administration for the security procedures: `GET /_admin/users/<name>` and
+`POST /_admin/users/<name>` `{"active": bool}` (the `users.active` flag: a disabled user cannot
+log in). The load balancer stand-in does not forward `/_admin/`.
 """
 
 from __future__ import annotations
@@ -884,6 +888,52 @@ def create_app(cfg: AppConfig) -> Starlette:
         await audit(True, "ok")
         return JSONResponse({"session_id": session_id, **session})
 
+    async def admin_user(request: Request) -> Response:
+        """`GET|POST /_admin/users/<name>`: read or set an account's `active` flag (the
+        security procedures' "disable the user in the app")."""
+        username = request.path_params["username"]
+        active: bool | None = None
+        if request.method == "POST":
+            try:
+                data = await body_json(request)
+            except ValueError as exc:
+                return bad(str(exc))
+            if not isinstance(data, dict) or not isinstance(data.get("active"), bool):
+                return bad('body must be {"active": true|false}')
+            active = data["active"]
+
+        def change(con: Any) -> Any:
+            with con.cursor() as cur:
+                cur.execute(
+                    "SELECT user_id, role, active FROM users WHERE username = %s", (username,)
+                )
+                row = cur.fetchone()
+                if row is None or active is None or bool(row[2]) == active:
+                    return row, False
+                cur.execute(
+                    "UPDATE users SET active = %s WHERE username = %s", (int(active), username)
+                )
+                con.commit()
+                return row, True
+
+        try:
+            row, changed = await asyncio.to_thread(state.db.mysql.run, change)
+        except Exception as exc:
+            return bad(f"user database unavailable: {type(exc).__name__}: {exc}", 503)
+        if row is None:
+            return bad(f"no user {username!r}", 404)
+        previous = bool(row[2])
+        return JSONResponse(
+            {
+                "user": username,
+                "user_id": int(row[0]),
+                "role": row[1],
+                "active": previous if active is None else active,
+                "previous": previous,
+                "changed": changed,
+            }
+        )
+
     async def me(request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         session_id = request.headers.get("x-session-id") or (
@@ -1099,6 +1149,7 @@ def create_app(cfg: AppConfig) -> Starlette:
         Route("/upload", upload, methods=["POST", "PUT"]),
         Route("/_faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_ingest", ingest, methods=["GET", "POST"]),
+        Route("/_admin/users/{username}", admin_user, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.tbs = state

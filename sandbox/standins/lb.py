@@ -12,6 +12,18 @@ contract the `http` traffic adapter is written against; keep it exactly:
 - `POST /emergency/isolate` / `POST /emergency/restore` `{"target"}`: deny a backend (network
   isolation): requests are not forwarded to it and switching to it is refused (409).
 
+- `POST /emergency/allowlist` `{"networks": ["10.0.0.0/8", ...] | null}`: serve only clients
+  whose address is in one of the networks (others get 403, logged); null lifts it.
+- `POST /emergency/rate-limit` `{"requests_per_minute": n | null, "paths": ["/api/", ...]}`:
+  at most n requests per minute per client address on paths starting with one of the prefixes
+  (all paths when empty); the rest get 429, logged. null lifts it.
+- `GET  /emergency/logs?since=<iso>&limit=n` -> `{"entries": [{"at", "client", "method",
+  "path", "status", "backend", "outcome"}]}`, oldest first (the last 20000 requests, in
+  memory): outcome is forwarded, denied-network, rate-limited, isolated or unreachable.
+
+Each answer of the security calls carries the value before (`previous`) and `changed`.
+Requests under `/_admin/` (the apps' user administration) are never forwarded.
+
 If `--token-env VAR` names a set variable, every `/emergency/` call needs
 `Authorization: Bearer <value>` (401 otherwise). The acting party comes from the JSON field `by`
 or the `X-Actor` header. The state (active backend, history, lists) lives in a JSON file, so a
@@ -23,9 +35,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +70,7 @@ _HOP_BY_HOP = {
     "content-length",
 }
 _HISTORY_KEPT = 200
+_LOG_KEPT = 20_000
 
 
 def _now() -> str:
@@ -72,6 +88,8 @@ class LBState:
         self.history: list[dict[str, Any]] = []
         self.draining: list[str] = []
         self.denied: list[str] = []
+        self.allowlist: list[str] | None = None
+        self.rate_limit: dict[str, Any] | None = None
         self._load()
 
     def _load(self) -> None:
@@ -86,6 +104,8 @@ class LBState:
         self.history = list(data.get("history") or [])
         self.draining = [b for b in data.get("draining") or [] if b in BACKENDS]
         self.denied = [b for b in data.get("denied") or [] if b in BACKENDS]
+        self.allowlist = data.get("allowlist")
+        self.rate_limit = data.get("rate_limit")
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +121,18 @@ class LBState:
             "history": list(self.history),
             "draining": list(self.draining),
             "denied": list(self.denied),
+            "allowlist": self.allowlist,
+            "rate_limit": self.rate_limit,
         }
+
+    def set_value(self, field: str, value: Any) -> dict[str, Any]:
+        previous = getattr(self, field)
+        changed = previous != value
+        if changed:
+            setattr(self, field, value)
+            self._save()
+            log.info("%s: %s -> %s", field, previous, value)
+        return {field: value, "previous": previous, "changed": changed}
 
     def switch(self, target: str, by: str) -> dict[str, Any]:
         previous = self.active
@@ -134,6 +165,8 @@ def create_app(
     initial: str = "green",
 ) -> Starlette:
     state = LBState(state_file, backends, initial)
+    access: deque[dict[str, Any]] = deque(maxlen=_LOG_KEPT)
+    hits: dict[str, deque[float]] = {}
     client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
 
     def unauthorized(request: Request) -> Response | None:
@@ -218,9 +251,125 @@ def create_app(
 
         return endpoint
 
+    def record(request: Request, status: int, backend: str | None, outcome: str) -> None:
+        access.append(
+            {
+                "at": _now(),
+                "client": request.client.host if request.client else "",
+                "method": request.method,
+                "path": request.url.path,
+                "status": status,
+                "backend": backend,
+                "outcome": outcome,
+            }
+        )
+
+    def allowed_source(host: str) -> bool:
+        if not state.allowlist:
+            return True
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        for net in state.allowlist:
+            with contextlib.suppress(ValueError):
+                if addr in ipaddress.ip_network(net, strict=False):
+                    return True
+        return False
+
+    def over_limit(host: str, path: str) -> bool:
+        limit = state.rate_limit
+        if not limit or not limit.get("requests_per_minute"):
+            return False
+        prefixes = limit.get("paths") or []
+        if prefixes and not any(path.startswith(p) for p in prefixes):
+            return False
+        now = time.monotonic()
+        window = hits.setdefault(host, deque())
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        if len(window) >= int(limit["requests_per_minute"]):
+            return True
+        window.append(now)
+        return False
+
+    def security_setter(field: str, parse: Any):  # type: ignore[no-untyped-def]
+        async def endpoint(request: Request) -> Response:
+            if (denied := unauthorized(request)) is not None:
+                return denied
+            try:
+                data = await body_json(request)
+                value = parse(data)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            if field == "rate_limit":
+                hits.clear()
+            return JSONResponse(state.set_value(field, value))
+
+        return endpoint
+
+    def parse_allowlist(data: dict[str, Any]) -> list[str] | None:
+        networks = data.get("networks")
+        if networks is None:
+            return None
+        if not isinstance(networks, list) or not networks:
+            raise ValueError("networks must be a non-empty list of CIDRs, or null")
+        for net in networks:
+            try:
+                ipaddress.ip_network(str(net), strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network") from None
+        return [str(n) for n in networks]
+
+    def parse_rate_limit(data: dict[str, Any]) -> dict[str, Any] | None:
+        rpm = data.get("requests_per_minute")
+        if rpm is None:
+            return None
+        if not isinstance(rpm, int) or isinstance(rpm, bool) or rpm < 1:
+            raise ValueError("requests_per_minute must be a positive integer, or null")
+        paths = data.get("paths") or []
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ValueError("paths must be a list of path prefixes")
+        return {"requests_per_minute": rpm, "paths": paths}
+
+    async def logs(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        since = request.query_params.get("since") or ""
+        try:
+            limit = max(1, min(_LOG_KEPT, int(request.query_params.get("limit") or _LOG_KEPT)))
+        except ValueError:
+            return JSONResponse({"error": "limit must be an integer"}, status_code=400)
+        since_key = since.replace("+00:00", "Z")
+        entries = [e for e in list(access) if not since_key or e["at"] >= since_key]
+        return JSONResponse({"entries": entries[-limit:]})
+
     async def proxy(request: Request) -> Response:
         target = state.active
+        host = request.client.host if request.client else ""
+        if request.url.path.startswith("/_admin/"):
+            record(request, 404, None, "not-forwarded")
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if not allowed_source(host):
+            record(request, 403, None, "denied-network")
+            log.warning(
+                "denied %s %s from %s (not an internal network)",
+                request.method,
+                request.url.path,
+                host,
+            )
+            return JSONResponse(
+                {"error": "access is restricted to internal networks"}, status_code=403
+            )
+        if over_limit(host, request.url.path):
+            record(request, 429, None, "rate-limited")
+            return JSONResponse(
+                {"error": "too many requests (emergency rate limit)"},
+                status_code=429,
+                headers={"Retry-After": "60"},
+            )
         if target in state.denied:
+            record(request, 503, target, "isolated")
             return JSONResponse({"error": f"active backend {target} is isolated"}, status_code=503)
         url = state.backends[target].rstrip("/") + request.url.path
         if request.url.query:
@@ -233,6 +382,7 @@ def create_app(
                 request.method, url, headers=headers, content=await request.body()
             )
         except httpx.HTTPError as exc:
+            record(request, 502, target, "unreachable")
             return JSONResponse(
                 {"error": f"backend {target} unreachable: {type(exc).__name__}"},
                 status_code=502,
@@ -241,6 +391,7 @@ def create_app(
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
         out_headers.pop("content-encoding", None)  # httpx already decoded the body
         out_headers["x-tbs-backend"] = target
+        record(request, upstream.status_code, target, "forwarded")
         return Response(upstream.content, status_code=upstream.status_code, headers=out_headers)
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -252,6 +403,17 @@ def create_app(
         Route("/emergency/undrain", marker("draining", False), methods=["POST"]),
         Route("/emergency/isolate", marker("denied", True), methods=["POST"]),
         Route("/emergency/restore", marker("denied", False), methods=["POST"]),
+        Route(
+            "/emergency/allowlist",
+            security_setter("allowlist", parse_allowlist),
+            methods=["POST"],
+        ),
+        Route(
+            "/emergency/rate-limit",
+            security_setter("rate_limit", parse_rate_limit),
+            methods=["POST"],
+        ),
+        Route("/emergency/logs", logs, methods=["GET"]),
         Route("/{path:path}", proxy, methods=methods),
     ]
 

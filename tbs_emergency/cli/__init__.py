@@ -21,6 +21,7 @@ from tbs_emergency.cli import (
     recovery_cmds,
     rollback_cmds,
     sandbox_cmds,
+    security_cmds,
     validation_cmds,
 )
 from tbs_emergency.cli.common import ConfigOpt, err, state
@@ -48,6 +49,7 @@ for module in (
     recovery_cmds,
     integrity_cmds,
     validation_cmds,
+    security_cmds,
 ):
     module.register(app)
 

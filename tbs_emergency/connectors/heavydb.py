@@ -474,9 +474,9 @@ class HeavyDBDatabase:
             )
         except Exception as exc:
             err = self._error(f"log in as {user}", exc, password)
-            if isinstance(err, Refused | NotFound):
-                return False, err.detail
-            raise err from None
+            if isinstance(err, Unreachable | TimedOut):
+                raise err from None
+            return False, err.detail  # the server answered: wrong password, deactivated, ...
         finally:
             _local.timeout_ms = None
         with contextlib.suppress(Exception):

@@ -523,6 +523,35 @@ class MySQLDatabase:
                 exc.system, exc.operation, redact_text(exc.detail, [password])
             ) from None
 
+    def account_security(self) -> list[dict[str, Any]]:
+        """Every account (roles excluded): user, host, whether it has no password (native
+        password plugin with an empty hash) and whether any host may use it ('%')."""
+        try:
+            rows, _ = self._run(
+                "list account security",
+                "SELECT User, Host, plugin, authentication_string = '' FROM mysql.user"
+                " WHERE is_role = 'N'",
+            )
+        except ConnectorError as exc:
+            if not _has_code(exc, 1054):
+                raise
+            rows, _ = self._run(
+                "list account security",
+                "SELECT User, Host, plugin, authentication_string = '' FROM mysql.user",
+            )
+        out = []
+        for user, host, plugin, empty in rows:
+            plugin = str(plugin or "")
+            out.append(
+                {
+                    "user": str(user),
+                    "host": str(host),
+                    "no_password": bool(empty) and plugin in ("", "mysql_native_password"),
+                    "any_host": str(host) == "%",
+                }
+            )
+        return out
+
     def try_login(self, user: str, password: str) -> tuple[bool, str]:
         """Log in as user with password (no database): (True, "accepted") or (False, why).
 

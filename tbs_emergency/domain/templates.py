@@ -10,7 +10,9 @@
 Texts are `str.format` templates over `MessageContext` fields; the defaults are the runbook's
 words exactly (the immediate one with the incident's severity in place of "P0"). Two more are
 not in the runbook but are needed to say what the automation could *not* do: `escalation`
-(rollback blocked or failed, a person must act) and `blind` (monitoring has no data).
+(rollback blocked or failed, a person must act) and `blind` (monitoring has no data). `security`
+is the immediate (P0) template for the security incident response team (runbook:
+`notify-security-team.sh --incident-type=security --severity=critical`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ DEFAULT_TEMPLATES: dict[str, Template] = {
             ("primary", "secondary", "escalation"),
             ("sms", "pagerduty", "smtp", "webhook", "slack"),
             "whenever the automation stops short",
+        ),
+        Template(
+            "security",
+            "{severity} SECURITY EMERGENCY: TBS incident {incident_id}",
+            "{severity} EMERGENCY: TBS security incident detected ({reason})."
+            " Affected systems isolated, system state preserved. Security incident response"
+            " team: response required immediately.",
+            ("security",),
+            ("sms", "pagerduty", "smtp", "webhook", "slack"),
+            "0-5 minutes: security incident response (runbook: notify-security-team.sh)",
         ),
         Template(
             "blind",
