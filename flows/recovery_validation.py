@@ -99,7 +99,9 @@ def plan(params: ValidationParams, settings: Any) -> dict[str, Any]:
         "concurrent_users": params.concurrent_users or v.concurrency.users,
         "concurrent_duration_s": params.concurrent_duration_s
         or max(2.0, v.concurrency.duration * s),
-        "platform_window_s": max(10.0, min(60.0, v.performance.duration * s)),
+        # the rate over at least 30 s: a shorter window reads a stalled scrape or a busy moment
+        # of the application as a throughput drop
+        "platform_window_s": max(30.0, min(60.0, v.performance.duration * s)),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from prefect import flow
@@ -202,3 +203,43 @@ def test_cli_validate_exits_1_on_failure(api: str, config: str, sandbox_world: W
     assert r.exit_code == 1, r.output[-2000:]
     doc = json.loads(r.stdout[r.stdout.index("{") :])
     assert doc["passed"] is False and any(c["status"] == "fail" for c in doc["checks"])
+
+
+def test_emergency_rollback_escalates_when_blue_fails_its_recovery_validation(
+    api: str, config: str, sandbox_world: World, tmp_path: Path
+) -> None:
+    """The real recovery flow: blue is healthy, so the redirect happens, but its recovery
+    validation fails (the API thresholds are set below what any server answers in), and the
+    incident is escalated instead of resolved."""
+    from flows.emergency_rollback import RollbackParams, emergency_rollback
+
+    text = Path(config).read_text()
+    assert "p50_ms = 3000" in text
+    strict = tmp_path / "tbs-strict.toml"
+    strict.write_text(text.replace("p50_ms = 3000", "p50_ms = 0.001"))
+    strict.chmod(0o600)
+    settings = load_settings(str(strict))
+    conn = Connectors(settings)
+    traffic = conn.traffic()
+    assert traffic.active() == "green"
+    try:
+        res = emergency_rollback(
+            RollbackParams(
+                config_path=str(strict),
+                reason="e2e: blue fails its recovery validation",
+                force=True,
+                read_only=False,  # blue and green share the sandbox's servers
+                sample_users=2,
+            )
+        )
+    finally:
+        traffic.switch_to("green")
+    assert res.rolled_back and res.traffic == "blue", (res.status, res.problems)
+    assert res.status == "escalated", (res.status, res.problems)
+    assert any("recovery validation failed" in p for p in res.problems), res.problems
+    entries = Journal(conn.store()).entries(res.incident_id)
+    val = next(e for e in entries if e.kind == "validation")
+    assert val.result == "failed" and val.data["verdict"]["passed"] is False
+    assert any(e.kind == "escalated" for e in entries)
+    assert not any(e.kind == "resolved" for e in entries)
+    conn.close()
