@@ -5,6 +5,11 @@
 - `incident-escalation` (flow incident_escalation): event `tbs.incident.opened`, severity P0/P1.
 - `manual-rollback` (flow manual_rollback): a person (UI or CLI); concurrency limit 1.
 - `trigger-latency-probe` (flow trigger_latency_probe): event `tbs.bench.ping` (benchmark only).
+- the security procedures (docs/security.md), started by a person (UI form or CLI):
+  `security-incident` (flow security_incident; also event `tbs.security.alert`, e.g. from an IDS
+  or a SIEM rule, one run per alerted resource within 2 minutes), `rotate-credentials`,
+  `account-compromise`, `security-lockdown`, `security-lockdown-lift`; all but
+  account-compromise one at a time (concurrency limit 1, ENQUEUE).
 
 *One rollback at a time:* the rollback deployments have a concurrency limit of 1 (collision
 strategy ENQUEUE: a second incident's run waits, then joins the first incident in the journal).
@@ -27,13 +32,20 @@ from typing import Any
 ROLLBACK_EVENT = "tbs.trigger.fired"
 OPENED_EVENT = "tbs.incident.opened"
 BENCH_EVENT = "tbs.bench.ping"
+SECURITY_ALERT_EVENT = "tbs.security.alert"
 DEDUP_WITHIN = timedelta(minutes=2)
 
 ROLLBACK = "emergency-rollback"
 ESCALATION = "incident-escalation"
 MANUAL = "manual-rollback"
 PROBE = "trigger-latency-probe"
-ALL = (ROLLBACK, ESCALATION, MANUAL, PROBE)
+SECURITY_INCIDENT = "security-incident"
+ROTATE = "rotate-credentials"
+ACCOUNT = "account-compromise"
+LOCKDOWN = "security-lockdown"
+LOCKDOWN_LIFT = "security-lockdown-lift"
+SECURITY = (SECURITY_INCIDENT, ROTATE, ACCOUNT, LOCKDOWN, LOCKDOWN_LIFT)
+ALL = (ROLLBACK, ESCALATION, MANUAL, PROBE, *SECURITY)
 
 
 def rollback_trigger(config_path: str | None) -> Any:
@@ -75,6 +87,27 @@ def escalation_trigger(config_path: str | None) -> Any:
             "params": {
                 "incident_id": "{{ event.resource['tbs.incident.id'] }}",
                 "config_path": config_path or "",
+            }
+        },
+    )
+
+
+def security_alert_trigger(config_path: str | None) -> Any:
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="tbs: security alert -> security incident response",
+        description="Security Incident Response (runbook), started by an alert (IDS, SIEM).",
+        expect={SECURITY_ALERT_EVENT},
+        for_each={"prefect.resource.id"},
+        posture="Reactive",
+        threshold=1,
+        within=DEDUP_WITHIN,
+        parameters={
+            "params": {
+                "reason": "{{ event.payload.reason }}",
+                "config_path": config_path or "",
+                "decided_by": "automation: tbs.security.alert",
             }
         },
     )
@@ -157,6 +190,66 @@ def served_flows(
             (
                 trigger_latency_probe,
                 {"name": PROBE, "triggers": [probe_trigger()], "tags": ["bench"]},
+            )
+        )
+    if wanted & set(SECURITY):
+        out += _security_flows(config_path, wanted, one_at_a_time)
+    return out
+
+
+def _security_flows(
+    config_path: str | None, wanted: set[str], one_at_a_time: Any
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The security procedures (docs/security.md), as prefect.yaml declares them."""
+    out: list[tuple[Any, dict[str, Any]]] = []
+    tags = ("tbs", "security")
+    if SECURITY_INCIDENT in wanted:
+        from flows.security_incident import security_incident
+
+        out.append(
+            (
+                security_incident,
+                {
+                    "name": SECURITY_INCIDENT,
+                    "triggers": [security_alert_trigger(config_path)],
+                    "concurrency_limit": one_at_a_time,
+                    "tags": list(tags),
+                    "description": "Security incident response (runbook): isolate, preserve,"
+                    " notify; assess; contain.",
+                },
+            )
+        )
+    if ROTATE in wanted:
+        from flows.rotate_credentials import rotate_credentials
+
+        out.append(
+            (
+                rotate_credentials,
+                {
+                    "name": ROTATE,
+                    "concurrency_limit": one_at_a_time,
+                    "tags": list(tags),
+                    "description": "Rotate the service accounts' passwords, all or nothing.",
+                },
+            )
+        )
+    if ACCOUNT in wanted:
+        from flows.account_compromise import account_compromise
+
+        out.append((account_compromise, {"name": ACCOUNT, "tags": list(tags)}))
+    if LOCKDOWN in wanted:
+        from flows.security_lockdown import lockdown
+
+        out.append(
+            (lockdown, {"name": LOCKDOWN, "concurrency_limit": one_at_a_time, "tags": list(tags)})
+        )
+    if LOCKDOWN_LIFT in wanted:
+        from flows.security_lockdown import lift_lockdown
+
+        out.append(
+            (
+                lift_lockdown,
+                {"name": LOCKDOWN_LIFT, "concurrency_limit": one_at_a_time, "tags": list(tags)},
             )
         )
     return out

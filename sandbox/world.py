@@ -20,6 +20,12 @@ the next `up` resumes. All of it listens on free loopback ports, chosen once and
 
 The environments share the database servers; each environment's configured host:port is its own
 app's proxy, so a fault injected into one environment's database path leaves the other alone.
+
+With its Prefect server, `up` also provisions the service accounts `rotate-credentials` rotates
+(`tbs_svc` on MariaDB and HeavyDB, their passwords in Prefect Secret blocks: sandbox.security),
+once: `dir/security.json` records it, and a later `up` only checks that the blocks and the MariaDB
+account are still there. Without Prefect there is nowhere to keep those passwords: `up` and
+`status` say so, and `rotate-credentials` refuses until the accounts are provisioned.
 """
 
 from __future__ import annotations
@@ -89,6 +95,19 @@ BUCKET = "tbs-sandbox"
 S3_KEYS = ("testing", "testing")  # moto accepts anything; dummy keys keep boto3 off real AWS
 PAGERDUTY_ROUTING_KEY = "sandbox-routing-key"
 PROMETHEUS = "/usr/bin/prometheus"
+# The service accounts `rotate-credentials` rotates (docs/security.md): the same user on both
+# servers, each password in a Prefect Secret block; provisioned by `up` when Prefect runs.
+SERVICE_ACCOUNT = "tbs_svc"
+SERVICE_ACCOUNT_BLOCKS = {"mysql": "tbs-sandbox-mysql-svc", "heavydb": "tbs-sandbox-heavydb-svc"}
+SECURITY_FILE = "security.json"
+NO_PREFECT = (
+    "this world runs without its Prefect server, and the service accounts' passwords live in"
+    " Prefect Secret blocks, which need a Prefect API: rotate-credentials (and the rotation step"
+    " of security-incident) fail ('Prefect Secret block ... cannot be loaded') until the world"
+    " is brought up with Prefect (`tbs-emergency sandbox up`, not --no-prefect), or"
+    " `PREFECT_API_URL=<api> python -m sandbox.security provision --config <dir>/tbs.toml`"
+    " provisions them against another Prefect server"
+)
 REQUIRED_BINARIES = {
     # binary -> Debian package
     "prometheus": "prometheus",
@@ -359,6 +378,16 @@ def up(
 
             mariadb = futures["mariadb"].result()
             heavydb = futures["heavydb"].result() if with_heavydb else None
+            # Are the service accounts still there? Checked while the rest starts (cheap).
+            prefect_service = futures.get("prefect")
+            if prefect_service is None and "prefect" in world.services:  # kept from earlier
+                prefect_service = Future()
+                prefect_service.set_result(world.services["prefect"])
+            accounts_present = (
+                pool.submit(_service_accounts_present, world, prefect_service, with_heavydb)
+                if prefect_service is not None and (world.dir / SECURITY_FILE).exists()
+                else None
+            )
             bucket = pool.submit(starter.bucket, futures["s3"])
             seeding = [pool.submit(starter.seed_mysql, mariadb, rows)]
             if heavydb is not None and "heavydb" not in seeded:
@@ -382,13 +411,120 @@ def up(
                 raise WorldError("; ".join(errors))
 
         config = write_config(world, ports, sec, with_heavydb=with_heavydb)
+        present = accounts_present is not None and accounts_present.result()
+        security = _service_accounts(world, config, with_heavydb, present, log)
         log(f"world up in {time.monotonic() - started:.1f}s; config: {config}")
         return {
             "services": {
                 name: {"url": s.url, "pid": s.pid} for name, s in world._ordered().items()
             },
             "config": str(config),
+            "security": security,
         }
+
+
+def _engines(with_heavydb: bool) -> dict[str, str]:
+    """engine -> Secret block of the service accounts this world has."""
+    return {e: b for e, b in SERVICE_ACCOUNT_BLOCKS.items() if e != "heavydb" or with_heavydb}
+
+
+def _service_accounts(
+    world: _World, config: Path, with_heavydb: bool, present: bool, log: Log
+) -> dict:
+    """Provision the service accounts and their Secret blocks when the world has its Prefect
+    server, once (`security.json`); a later `up` (`present`: they are still there) changes
+    nothing. Returns what `security_status` returns."""
+    marker_path = world.dir / SECURITY_FILE
+    prefect = world.services.get("prefect")
+    if prefect is None:
+        log(f"service accounts: not provisioned: {NO_PREFECT}")
+        return {"provisioned": False, "why": NO_PREFECT}
+    api = str(prefect.extra["api_url"])
+    blocks = _engines(with_heavydb)
+    engines = list(blocks)
+    signature = _signature(api, SERVICE_ACCOUNT, blocks, world.ports.get("mariadb"))
+    marker = _read_json(marker_path)
+    if marker.get("signature") == signature and present:
+        log(f"service accounts: provisioned ({SERVICE_ACCOUNT} on {', '.join(engines)})")
+        return _security_summary(marker)
+    marker_path.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    argv = [sys.executable, "-m", "sandbox.security", "provision", "--config", str(config)]
+    for engine in engines:
+        argv += ["--engine", engine]
+    env = dict(os.environ, PREFECT_API_URL=api, PREFECT_LOGGING_LEVEL="WARNING")
+    try:
+        done = subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise WorldError("service accounts: provisioning took over 600 s") from None
+    if done.returncode != 0:
+        # the provisioning's own error (it names the account and never holds a password)
+        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        raise WorldError(f"service accounts: {lines[-1] if lines else f'exit {done.returncode}'}")
+    marker = {
+        "signature": signature,
+        "prefect_api": api,
+        "user": SERVICE_ACCOUNT,
+        "blocks": blocks,
+        "provisioned_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    _write_json(marker_path, marker)
+    log(
+        f"service accounts: provisioned in {time.monotonic() - t0:.1f}s ({SERVICE_ACCOUNT} on"
+        f" {', '.join(engines)}; passwords in Prefect Secret blocks {', '.join(blocks.values())})"
+    )
+    return _security_summary(marker)
+
+
+def _service_accounts_present(
+    world: _World, prefect_future: Future[Service], with_heavydb: bool
+) -> bool:
+    """The Secret blocks exist (read without their values) and so does the MariaDB account.
+    HeavyDB's is not checked (that would cost its driver's import, seconds): the sandbox server
+    keeps its catalog in this directory, as MariaDB its data."""
+    import urllib.parse
+
+    try:
+        api = str(prefect_future.result().extra["api_url"])
+    except Exception:  # the Prefect server did not start: up reports that itself
+        return False
+    blocks = _engines(with_heavydb)
+    for name in blocks.values():
+        path = "block_types/slug/secret/block_documents/name/" + urllib.parse.quote(name)
+        if not _http_ok(f"{api}/{path}", timeout=5):
+            return False
+    if "mysql" not in blocks:
+        return True
+    import pymysql
+
+    try:
+        con = pymysql.connect(
+            unix_socket=world.services["mariadb"].extra["socket"],
+            user="root",
+            password="",
+            connect_timeout=5,
+        )
+        try:
+            with con.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM mysql.user WHERE user = %s", (SERVICE_ACCOUNT,))
+                row = cur.fetchone()
+        finally:
+            con.close()
+    except (pymysql.MySQLError, KeyError, OSError):
+        return False
+    return bool(row and row[0])
+
+
+def _security_summary(marker: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "provisioned": True,
+        "user": marker.get("user"),
+        "blocks": marker.get("blocks", {}),
+        "prefect_api": marker.get("prefect_api"),
+        "provisioned_at": marker.get("provisioned_at"),
+    }
 
 
 class _Starter:
@@ -881,7 +1017,8 @@ def write_config(
         "",
         *_validation_lines(sec["mysql_recovery_password"]),
         "# security incident response, compromised accounts, lockdown (docs/security.md);",
-        "# the service accounts and their Secret blocks: python -m sandbox.security provision",
+        "# the service accounts and their Secret blocks: created by `sandbox up` when the world",
+        "# has its Prefect server (else: python -m sandbox.security provision, see its doc)",
         "[security]",
         "# evidence is locked (COMPLIANCE) for a day in the sandbox; moto refuses deleting it",
         "evidence_retention_days = 1",
@@ -896,15 +1033,15 @@ def write_config(
         f'{APP_USER} = ["SELECT", "INSERT", "UPDATE", "DELETE"]',
         f'{RECOVERY_USER} = ["ALL"]',
         'root = ["ALL"]',
-        'tbs_svc = ["SELECT"]',
+        f'{SERVICE_ACCOUNT} = ["SELECT"]',
         "[[security.service_accounts]]",
         'engine = "mysql"',
-        'user = "tbs_svc"',
-        'password = { block = "tbs-sandbox-mysql-svc" }',
+        f"user = {_q(SERVICE_ACCOUNT)}",
+        f"password = {{ block = {_q(SERVICE_ACCOUNT_BLOCKS['mysql'])} }}",
         "[[security.service_accounts]]",
         'engine = "heavydb"',
-        'user = "tbs_svc"',
-        'password = { block = "tbs-sandbox-heavydb-svc" }',
+        f"user = {_q(SERVICE_ACCOUNT)}",
+        f"password = {{ block = {_q(SERVICE_ACCOUNT_BLOCKS['heavydb'])} }}",
         "[channels.security]",
         'kind = "webhook"',
         f"url = {_q(sink_url + '/hooks/security')}",
@@ -1050,6 +1187,21 @@ def _stop(service: Service) -> bool:
     raise WorldError(f"still listening on {', '.join(map(str, still))} after stop")
 
 
+def security_status(sandbox_dir: Path) -> dict[str, Any]:
+    """Whether the service accounts `rotate-credentials` rotates are provisioned for this world's
+    Prefect server (from what `up` recorded; nothing is contacted). `{"provisioned": bool,
+    "why"}`, or with `user`, `blocks`, `prefect_api`, `provisioned_at`."""
+    directory = Path(sandbox_dir).resolve()
+    prefect = load_services(directory / "services.json").get("prefect")
+    if prefect is None:
+        return {"provisioned": False, "why": NO_PREFECT}
+    marker = _read_json(directory / SECURITY_FILE)
+    if not marker or marker.get("prefect_api") != prefect.extra.get("api_url"):
+        why = "not provisioned for this world's Prefect server yet: run `tbs-emergency sandbox up`"
+        return {"provisioned": False, "why": why}
+    return _security_summary(marker)
+
+
 def status(sandbox_dir: Path) -> dict[str, dict]:
     """Per service: url, pid, port, alive (pid alive and its ports open)."""
     services = load_services(Path(sandbox_dir).resolve() / "services.json")
@@ -1130,6 +1282,7 @@ __all__ = [
     "ensure_binaries",
     "fault",
     "heavydb_available",
+    "security_status",
     "status",
     "up",
 ]

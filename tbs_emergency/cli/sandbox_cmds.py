@@ -43,7 +43,21 @@ def sandbox_up(
         for name, svc in result["services"].items():
             table.add_row(name, svc["url"], str(svc["pid"]))
         out.print(table)
+        out.print(_security_line(result.get("security")), markup=False, highlight=False)
         out.print(f"config: {result['config']}\nexport TBS_CONFIG={result['config']}")
+
+
+def _security_line(security: dict | None) -> str:
+    """One line about the service accounts `rotate-credentials` rotates."""
+    if not security:
+        return "service accounts: unknown"
+    if not security.get("provisioned"):
+        return f"service accounts: NOT provisioned: {security.get('why', '')}"
+    blocks = ", ".join(f"{k}: {v}" for k, v in (security.get("blocks") or {}).items())
+    return (
+        f"service accounts: {security.get('user')} provisioned (Prefect Secret blocks {blocks};"
+        f" {security.get('prefect_api')})"
+    )
 
 
 @sandbox_app.command("down")
@@ -63,17 +77,21 @@ def sandbox_down(sandbox_dir: SandboxDir = Path(".sandbox"), as_json: JsonOpt = 
 
 @sandbox_app.command("status")
 def sandbox_status(sandbox_dir: SandboxDir = Path(".sandbox"), as_json: JsonOpt = False) -> None:
-    """Which sandbox services run."""
+    """Which sandbox services run, and whether the service accounts are provisioned (they need
+    the world's Prefect server: without it, rotate-credentials refuses)."""
     from sandbox import world
 
     services = world.status(sandbox_dir.resolve())
+    security = world.security_status(sandbox_dir.resolve()) if services else None
     if as_json:
-        emit_json({"services": services})
+        emit_json({"services": services, "security": security})
         return
     table = Table("service", "url", "pid", "alive", title="sandbox")
     for name, svc in services.items():
         table.add_row(name, svc["url"], str(svc["pid"]), "yes" if svc["alive"] else "[red]no[/red]")
     out.print(table if services else "sandbox: nothing running")
+    if services:
+        out.print(_security_line(security), markup=False, highlight=False)
 
 
 FAULT_KINDS = ("throughput", "errors", "cpu", "memory", "disk", "db-down", "db-slow")

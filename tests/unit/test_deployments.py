@@ -30,7 +30,27 @@ def test_same_deployments_entrypoints_and_limits() -> None:
         assert flow.fn.__name__ == func
         limit = kw.get("concurrency_limit")
         yl = declared[name].get("concurrency_limit")
-        assert (limit.limit if limit else None) == (yl["limit"] if yl else None)
+        assert (limit.limit if limit else None) == (yl["limit"] if yl else None), name
+        if limit:
+            assert limit.collision_strategy.value == yl["collision_strategy"], name
+        assert kw.get("tags") == declared[name].get("tags"), name
+        assert kw.get("description") == declared[name].get("description"), name
+        assert len(kw.get("triggers", [])) == len(declared[name].get("triggers", [])), name
+
+
+def test_the_runner_serves_every_security_deployment() -> None:
+    """`tbs-emergency runner` serves what prefect.yaml declares for the security procedures."""
+    declared = {n for n, d in _yaml().items() if "security" in d.get("tags", [])}
+    assert declared == set(specs.SECURITY)
+    served = specs.served_flows(only=list(specs.SECURITY))
+    assert {kw["name"] for _, kw in served} == set(specs.SECURITY)
+    assert {flow.name for flow, _ in served} == {
+        "security_incident",
+        "rotate_credentials",
+        "account_compromise",
+        "security_lockdown",
+        "security_lockdown_lift",
+    }
 
 
 @pytest.mark.parametrize(
@@ -39,6 +59,7 @@ def test_same_deployments_entrypoints_and_limits() -> None:
         (specs.ROLLBACK, specs.rollback_trigger(None)),
         (specs.ESCALATION, specs.escalation_trigger(None)),
         (specs.PROBE, specs.probe_trigger()),
+        (specs.SECURITY_INCIDENT, specs.security_alert_trigger(None)),
     ],
 )
 def test_same_triggers(name: str, trigger: object) -> None:
@@ -58,3 +79,16 @@ def test_the_rollback_runs_once_per_incident_and_one_at_a_time() -> None:
     assert t.for_each == {"prefect.resource.id"} and t.within.total_seconds() >= 60
     _, kw = next(x for x in specs.served_flows(only=[specs.ROLLBACK]))
     assert kw["concurrency_limit"].limit == 1
+
+
+def test_a_security_alert_starts_one_incident_response_per_resource() -> None:
+    from flows.security_incident import SecurityIncidentParams
+
+    t = specs.security_alert_trigger("/etc/tbs.toml")
+    assert t.expect == {"tbs.security.alert"} and t.posture == "Reactive" and t.threshold == 1
+    assert t.for_each == {"prefect.resource.id"} and t.within.total_seconds() >= 60
+    params = t.parameters["params"]
+    assert params["config_path"] == "/etc/tbs.toml"
+    assert set(params) <= set(SecurityIncidentParams.model_fields)  # the flow accepts them all
+    _, kw = next(x for x in specs.served_flows(only=[specs.SECURITY_INCIDENT]))
+    assert kw["concurrency_limit"].limit == 1 and kw["triggers"][0].name == t.name
