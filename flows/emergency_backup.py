@@ -30,6 +30,7 @@ from tasks.backup import (
     heavydb_tables,
     read_manifest,
     record_heavydb_epochs,
+    remove_strays,
     utcnow,
     verify_backup_objects,
     write_manifest,
@@ -241,6 +242,12 @@ def emergency_backup(params: BackupParams | None = None) -> BackupReport:
     key = write_manifest(cfg, manifest)
     log.info("backup %s complete: manifest %s", backup_id, key)
     report = _report_from(manifest, False, 0.0)
+    try:
+        strays = remove_strays(cfg, manifest)
+        if strays:
+            log.info("removed %d objects an interrupted attempt left behind", len(strays))
+    except Exception as exc:  # the backup exists and is verified; the leftovers are only clutter
+        report.warnings.append(f"objects of an interrupted attempt were not removed: {exc}")
     if params.apply_retention:
         try:
             report.retention = apply_retention(cfg)

@@ -590,6 +590,21 @@ def write_manifest(config_path: str | None, manifest: Manifest) -> str:
     return key
 
 
+@task(name="remove-stray-backup-objects", retries=1, retry_delay_seconds=2, timeout_seconds=600)
+def remove_strays(config_path: str | None, manifest: Manifest) -> list[str]:
+    """Delete the objects under the backup's prefix its manifest does not list: what an earlier,
+    interrupted attempt with the same id wrote and this one did not (its chunks can be cut
+    differently). Run after the manifest is written: the manifest says what the backup is."""
+    store = connectors_for(config_path).store()
+    keep = {o.key for o in manifest.objects} | {layout.manifest_key(manifest.backup_id)}
+    strays = [
+        o.key for o in store.list(layout.backup_prefix(manifest.backup_id)) if o.key not in keep
+    ]
+    for key in strays:
+        store.delete(key)
+    return strays
+
+
 @task(name="apply-backup-retention", retries=1, retry_delay_seconds=2, timeout_seconds=1800)
 def apply_retention(
     config_path: str | None, dry_run: bool = False, keep_last: int = 1
