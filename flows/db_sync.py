@@ -14,6 +14,8 @@ batch on MySQL), then a full checksum verify. Guarantees:
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 from pydantic import Field
 
@@ -21,7 +23,7 @@ from flows.db_common import DbParams, DbReport, TargetReport, guarded, publish
 from tasks.common import settings_for
 from tasks.database import active_environment, sync_table
 from tbs_emergency.dbops.sync import TableSyncResult, parse_since, sync_specs, traffic_guard
-from tbs_emergency.dbops.targets import Engine
+from tbs_emergency.dbops.targets import Engine, live_identity
 from tbs_emergency.errors import ConfigError
 
 
@@ -92,8 +94,9 @@ def sync_environments(params: SyncParams | None = None) -> DbReport:
         notes.append(why)
 
     results: list[TargetReport] = []
+    identify = live_identity(settings)
     for engine in params.engines:
-        if settings.shares_database(params.source, params.target, engine):
+        if _shared(settings, identify, engine, params.source, params.target):
             ident = getattr(settings.environment(params.source), engine).identity
             notes.append(
                 f"{engine}: {params.source} and {params.target} share {ident}: nothing to sync"
@@ -125,3 +128,17 @@ def sync_environments(params: SyncParams | None = None) -> DbReport:
         notes=notes,
     )
     return publish(report, "db-sync")
+
+
+def _shared(settings: Any, identify: Any, engine: Engine, source: str, target: str) -> bool:
+    """One database for both environments: the same configured address and database, or the
+    same server (as it reports itself, through whatever proxy each environment uses) and the
+    same database name."""
+    if settings.shares_database(source, target, engine):
+        return True
+    a, b = identify(engine, source), identify(engine, target)
+    same_name = (
+        getattr(settings.environment(source), engine).database
+        == getattr(settings.environment(target), engine).database
+    )
+    return a is not None and a == b and same_name

@@ -109,3 +109,14 @@ def test_limit_connections_then_lift_restores_max_connections(
     with _root(sandbox_world) as root, root.cursor() as cur:
         cur.execute("SELECT @@GLOBAL.max_connections")
         assert cur.fetchone() == (before,)
+
+
+def test_sync_between_environments_sharing_the_servers_is_a_reported_no_op(
+    api: str, sandbox_world: World
+) -> None:
+    # blue and green reach the same MariaDB and HeavyDB databases through their own proxies
+    doc = _cli(sandbox_world, "db", "sync", "--source", "green", "--target", "blue")
+    assert doc["ok"], doc
+    notes = " ".join(doc.get("notes") or [])
+    assert "mysql: green and blue share" in notes and "heavydb: green and blue share" in notes
+    assert not [a for t in doc["targets"] for a in t["actions"] if a["outcome"] == "done"]
