@@ -7,6 +7,8 @@ Payloads carry what/result/step/system only, never connection details or credent
 
 from __future__ import annotations
 
+import atexit
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -47,8 +49,20 @@ def publish_entry(e: Entry) -> None:
 
 @lru_cache(maxsize=8)
 def connectors_for(config_path: str | None) -> Connectors:
-    """One Connectors per process and configuration (connections are reused across tasks)."""
-    return Connectors(settings_for(config_path))
+    """One Connectors per process and configuration (connections are reused across tasks),
+    closed when the process exits: a HeavyDB session left open stays on the server until it
+    expires."""
+    conn = Connectors(settings_for(config_path))
+    atexit.register(_close_at_exit, conn)
+    return conn
+
+
+def _close_at_exit(conn: Connectors, timeout_s: float = 5.0) -> None:
+    """Close, but never hold the process's exit longer than `timeout_s` (a server that stopped
+    answering, or a connection another thread is still using)."""
+    t = threading.Thread(target=conn.close, name="close-connections", daemon=True)
+    t.start()
+    t.join(timeout_s)
 
 
 @lru_cache(maxsize=8)
