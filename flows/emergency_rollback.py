@@ -563,8 +563,7 @@ def emergency_rollback(params: RollbackParams | None = None) -> RollbackResult:
     if confirmed and p.validate_recovery:
         # The recovery validation (functional, API, UI, database and concurrency checks) says
         # blue really serves; its verdict is journaled in the incident, and a failing one
-        # escalates below like any unconfirmed recovery.
-        # this flow escalates an unconfirmed recovery itself (below)
+        # escalates below like any unconfirmed recovery (so the validation does not escalate).
         verdict = validation_summary(
             cfg,
             TARGET,
@@ -580,7 +579,7 @@ def emergency_rollback(params: RollbackParams | None = None) -> RollbackResult:
             step="4-confirmation",
             system="blue",
             result="ok" if verdict["passed"] else "failed",
-            data={"headline": verdict["headline"]},
+            data={"headline": verdict["headline"], "failures": verdict["failures"]},
         )
         if not verdict["passed"]:
             run.problems.append(f"recovery validation failed: {verdict['headline']}")
