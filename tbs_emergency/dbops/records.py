@@ -17,7 +17,7 @@ recorded values and marks the record lifted (it stays, for the audit).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -81,8 +81,13 @@ class _Store(Protocol):
     def list(self, prefix: str) -> Any: ...
 
 
-class UndoStore:
-    """Reads and writes undo records; journals them when the run belongs to an incident."""
+R = TypeVar("R", bound=BaseModel)
+
+
+class JournaledRecords:
+    """JSON records in the object store whose every save is also an incident journal entry
+    (`previous-settings` while active, else `action`) when the run belongs to an incident; the
+    stores of reversible procedures (here, and tbs_emergency.security.records) build on it."""
 
     def __init__(self, store: _Store, journal: Any | None = None) -> None:
         self.store = store
@@ -92,44 +97,42 @@ class UndoStore:
             journal = Journal(store)
         self.journal = journal
 
-    def load(self, kind: RecordKind, target: ServerTarget) -> UndoRecord | None:
+    def _read(self, key: str, model: type[R]) -> R | None:
         try:
-            data = self.store.get(state_key(kind, target))
+            data = self.store.get(key)
         except NotFound:
             return None
-        return UndoRecord.model_validate_json(data)
+        return model.model_validate_json(data)
 
-    def save(self, record: UndoRecord, what: str, decided_by: str = "automation") -> None:
-        """Write the record (object store first, then the journal). Raises if either fails."""
-        record = record.model_copy(update={"updated_at": utcnow()})
+    def _write(
+        self,
+        key: str,
+        record: BaseModel,
+        *,
+        incident_id: str | None,
+        active: bool,
+        what: str,
+        system: str,
+        decided_by: str,
+    ) -> None:
+        """Object store first, then the journal. Raises if either fails."""
         self.store.put(
-            state_key(record.kind, record.target),
-            record.model_dump_json(indent=2).encode(),
-            {"content-type": "application/json"},
+            key, record.model_dump_json(indent=2).encode(), {"content-type": "application/json"}
         )
-        if record.incident_id:
+        if incident_id:
             from tbs_emergency.domain.incident import Entry
 
             self.journal.append(
                 Entry(
-                    incident_id=record.incident_id,
-                    kind=PREVIOUS_SETTINGS if record.active else "action",
+                    incident_id=incident_id,
+                    kind=PREVIOUS_SETTINGS if active else "action",
                     what=what,
-                    system=record.target.name,
+                    system=system,
                     decided_by=decided_by,
                     result="ok",
                     data=record.model_dump(mode="json"),
                 )
             )
-
-    def save_first(self, record: UndoRecord, what: str) -> str | None:
-        """save() before any change: None when recorded, else why not (and nothing may
-        change: the caller stops)."""
-        try:
-            self.save(record, what)
-        except TbsError as exc:
-            return f"could not record the previous settings ({exc}): nothing was changed"
-        return None
 
     def note(
         self,
@@ -156,3 +159,32 @@ class UndoStore:
                 data=data or {},
             )
         )
+
+
+class UndoStore(JournaledRecords):
+    """Reads and writes undo records; journals them when the run belongs to an incident."""
+
+    def load(self, kind: RecordKind, target: ServerTarget) -> UndoRecord | None:
+        return self._read(state_key(kind, target), UndoRecord)
+
+    def save(self, record: UndoRecord, what: str, decided_by: str = "automation") -> None:
+        """Write the record (object store first, then the journal). Raises if either fails."""
+        record = record.model_copy(update={"updated_at": utcnow()})
+        self._write(
+            state_key(record.kind, record.target),
+            record,
+            incident_id=record.incident_id,
+            active=record.active,
+            what=what,
+            system=record.target.name,
+            decided_by=decided_by,
+        )
+
+    def save_first(self, record: UndoRecord, what: str) -> str | None:
+        """save() before any change: None when recorded, else why not (and nothing may
+        change: the caller stops)."""
+        try:
+            self.save(record, what)
+        except TbsError as exc:
+            return f"could not record the previous settings ({exc}): nothing was changed"
+        return None

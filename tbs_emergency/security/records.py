@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tbs_emergency.errors import NotFound
+from tbs_emergency.dbops.records import JournaledRecords
 
 RecordKind = Literal["lockdown", "isolation", "account-suspension"]
 StepStatus = Literal["applying", "applied", "failed", "lifted", "rolled-back"]
-PREVIOUS_SETTINGS = "previous-settings"
 
 
 def utcnow() -> datetime:
@@ -85,77 +84,21 @@ def record_key(kind: RecordKind, key: str) -> str:
     return f"state/security/{kind}/{safe_key(key)}.json"
 
 
-class _Store(Protocol):
-    def put(self, key: str, data: bytes, metadata: Any = None) -> Any: ...
-
-    def get(self, key: str) -> bytes: ...
-
-    def list(self, prefix: str) -> Any: ...
-
-
-class SecurityStore:
+class SecurityStore(JournaledRecords):
     """Reads and writes security records; journals them when the run belongs to an incident."""
 
-    def __init__(self, store: _Store, journal: Any | None = None) -> None:
-        self.store = store
-        if journal is None:
-            from tbs_emergency.domain.journal import Journal
-
-            journal = Journal(store)
-        self.journal = journal
-
     def load(self, kind: RecordKind, key: str) -> SecurityRecord | None:
-        try:
-            data = self.store.get(record_key(kind, key))
-        except NotFound:
-            return None
-        return SecurityRecord.model_validate_json(data)
+        return self._read(record_key(kind, key), SecurityRecord)
 
     def save(self, record: SecurityRecord, what: str, decided_by: str = "automation") -> None:
         """Object store first, then the journal; raises if either fails."""
         record.updated_at = utcnow()
-        self.store.put(
+        self._write(
             record_key(record.kind, record.key),
-            record.model_dump_json(indent=2).encode(),
-            {"content-type": "application/json"},
-        )
-        if record.incident_id:
-            from tbs_emergency.domain.incident import Entry
-
-            self.journal.append(
-                Entry(
-                    incident_id=record.incident_id,
-                    kind=PREVIOUS_SETTINGS if record.active else "action",
-                    what=what,
-                    system=f"security:{record.kind}",
-                    decided_by=decided_by,
-                    result="ok",
-                    data=record.model_dump(mode="json"),
-                )
-            )
-
-    def note(
-        self,
-        incident_id: str | None,
-        what: str,
-        system: str,
-        result: Literal["ok", "failed", "skipped", "info"],
-        data: dict[str, Any] | None = None,
-        decided_by: str = "automation",
-    ) -> None:
-        """An action entry in the incident journal (nothing without an incident)."""
-        if not incident_id:
-            return
-        from tbs_emergency.domain.incident import Entry
-
-        self.journal.append(
-            Entry(
-                incident_id=incident_id,
-                kind="action",
-                what=what,
-                system=system,
-                decided_by=decided_by,
-                result=result,
-                data=data or {},
-            )
+            record,
+            incident_id=record.incident_id,
+            active=record.active,
+            what=what,
+            system=f"security:{record.kind}",
+            decided_by=decided_by,
         )
