@@ -291,6 +291,8 @@ def iso_accounts(root_sql: Any, heavydb_server: Any, known: Any) -> Iterator[dic
     yield {"password": pw}
     for host in ("127.0.0.1", "localhost"):
         root_sql(f"DROP USER IF EXISTS 'tbs_iso'@'{host}'")
+    # the HeavyDB server is shared by the session: other tests count its users
+    db.query("DROP USER IF EXISTS iso_h")
     db.close()
 
 
