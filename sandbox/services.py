@@ -9,12 +9,15 @@ MariaDB on a directory whose server is still running raises ServiceError (check 
 `sandbox.proc.load_services` / `Service.alive()` first).
 
 - MariaDB: its own datadir, socket and pid file; ROW binlog with full row images (so binlog-based
-  point-in-time recovery and flashback can be drilled); root has an empty password, over the
-  socket and over TCP from loopback only (the server binds 127.0.0.1 and skips name resolution).
+  point-in-time recovery and flashback can be drilled), GTIDs in the domain of its server id;
+  root has an empty password over the socket and the given one (default empty) over TCP from
+  loopback only (the server binds 127.0.0.1 and skips name resolution).
   `ensure_mysql_accounts` creates the archive database and the application and recovery users.
-- Redis: no persistence (`--save "" --appendonly no`); sessions are meant to be disposable here.
-- moto: the S3 stand-in. moto's server keeps all state IN MEMORY ONLY: stopping or restarting it
-  loses every bucket and object (state_dir only holds its log).
+- Redis: no persistence by default (`--save "" --appendonly no`); `persistent=True` keeps an
+  append-only file (the sandbox world's session stores survive a restart).
+- moto: the S3 stand-in, moto's server run by `sandbox.s3store`, which keeps S3's state on disk
+  under `state_dir/data`: a stop and start (or a crash, minus the last 2 seconds) keeps every
+  bucket and object version. moto's other AWS mocks stay in memory.
 """
 
 from __future__ import annotations
@@ -109,10 +112,20 @@ def _socket_answers(socket_path: str) -> bool:
         con.close()
 
 
-def start_mariadb(state_dir: Path, port: int | None = None) -> Service:
+def start_mariadb(
+    state_dir: Path,
+    port: int | None = None,
+    *,
+    server_id: int = 1,
+    root_password: str = "",
+    name: str = "mariadb",
+) -> Service:
     """Start a MariaDB server of its own under state_dir (initialising the datadir if needed).
 
-    Root connects with an empty password over `extra["socket"]` and over TCP on 127.0.0.1.
+    Root connects with an empty password over `extra["socket"]` (the local administration path
+    of the sandbox) and over TCP on 127.0.0.1 with `root_password` (empty by default, for the
+    integration tests). `server_id` is also the server's GTID domain, so two servers of one
+    world (blue and green, possibly replicating) never mint the same GTIDs.
     """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +155,9 @@ def start_mariadb(state_dir: Path, port: int | None = None) -> Service:
         "--log-bin=mariadb-bin",
         "--binlog-format=ROW",
         "--binlog-row-image=FULL",
-        "--server-id=1",
+        f"--server-id={server_id}",
+        f"--gtid-domain-id={server_id}",
+        "--log-slave-updates",
         "--character-set-server=utf8mb4",
         "--collation-server=utf8mb4_unicode_ci",
         "--default-time-zone=+00:00",
@@ -150,7 +165,7 @@ def start_mariadb(state_dir: Path, port: int | None = None) -> Service:
         *_MARIADB_MEMORY,
     ]
     service = start_listening(
-        "mariadb",
+        name,
         argv,
         port,
         state_dir / "mariadb.stdout.log",
@@ -160,19 +175,23 @@ def start_mariadb(state_dir: Path, port: int | None = None) -> Service:
         extra={"socket": str(socket_path), "datadir": str(datadir), "error_log": str(log_path)},
     )
     try:
-        _ensure_root_over_tcp(str(socket_path))
+        _ensure_root_over_tcp(str(socket_path), root_password)
     except Exception:
         service.stop()
         raise
     return service
 
 
-def _ensure_root_over_tcp(socket_path: str) -> None:
-    """With skip-name-resolve, TCP clients match IP hosts only: make root@127.0.0.1 exist."""
+def _ensure_root_over_tcp(socket_path: str, password: str = "") -> None:
+    """With skip-name-resolve, TCP clients match IP hosts only: make root@127.0.0.1 exist, with
+    the given password (set again on every start, so the server and the caller agree)."""
     con = _mysql_connect(socket_path)
     try:
         with con.cursor() as cur:
-            cur.execute("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''")
+            cur.execute(
+                "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY %s", (password,)
+            )
+            cur.execute("ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY %s", (password,))
             cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
     finally:
         con.close()
@@ -230,8 +249,15 @@ def ensure_mysql_accounts(
         con.close()
 
 
-def start_redis(state_dir: Path, port: int | None = None) -> Service:
-    """Start a Redis server without persistence; url is redis://127.0.0.1:P/0."""
+def start_redis(
+    state_dir: Path, port: int | None = None, *, persistent: bool = False, name: str = "redis"
+) -> Service:
+    """Start a Redis server; url is redis://127.0.0.1:P/0.
+
+    Without persistence by default (the integration tests); `persistent` keeps an append-only
+    file in state_dir (fsync every second, rewritten on stop), so a restart keeps the sessions:
+    the sandbox world's `redis-down` fault and `down`/`up` lose nothing.
+    """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -245,7 +271,9 @@ def start_redis(state_dir: Path, port: int | None = None) -> Service:
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes" if persistent else "no",
+        "--appendfsync",
+        "everysec",
         "--dir",
         str(state_dir),
         "--daemonize",
@@ -258,7 +286,7 @@ def start_redis(state_dir: Path, port: int | None = None) -> Service:
         str(state_dir / "redis.pid"),
     ]
     return start_listening(
-        "redis",
+        name,
         argv,
         port,
         state_dir / "redis.log",
@@ -280,20 +308,38 @@ def _redis_answers(port: int) -> bool:
 
 
 def start_moto(state_dir: Path, port: int | None = None) -> Service:
-    """Start moto's server (S3 and the other AWS mocks) on loopback.
+    """Start the S3 stand-in (moto's server, `python -m sandbox.s3store`) on loopback.
 
-    State is in memory only: a restart starts empty. state_dir only holds the log.
+    S3's state persists in `state_dir/data` (see sandbox/s3store.py): restored before the port
+    opens, snapshotted at most 2 s after a change and on SIGTERM, so a stop and start on the
+    same state_dir (or a crash, minus the last 2 s) keeps every bucket, object version and
+    retention. The log is `state_dir/moto.log`; the URL and the readiness check (`/moto-api/`
+    answers) are moto's own. `extra["data_dir"]` names the data directory.
     """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = state_dir / "data"
     port = port or free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "sandbox.s3store",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    root = Path(__file__).resolve().parents[1]
     env = {
         # moto's own dummy credentials so nothing reaches for real AWS configuration.
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         "PYTHONUNBUFFERED": "1",
+        # `-m sandbox.s3store` must import this checkout's package whatever the caller's cwd.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
     }
     url = f"http://{LOOPBACK}:{port}"
     return start_listening(
@@ -303,8 +349,10 @@ def start_moto(state_dir: Path, port: int | None = None) -> Service:
         state_dir / "moto.log",
         url=url,
         env=env,
+        # restoring happens before the port opens; a large store only makes this slower
         ready=lambda: _http_answers(f"{url}/moto-api/"),
-        timeout=60,
+        timeout=120,
+        extra={"data_dir": str(data_dir)},
     )
 
 

@@ -387,8 +387,60 @@ def backup_mysql(
 # -- HeavyDB -------------------------------------------------------------------------------------
 
 
+_STAGING_DIRS: set[str] = set()
+_STAGING_LOCK = threading.Lock()
+_STAGING_AT_EXIT = False
+
+
+def private_staging_dir(prefix: str = "tbs-staging-") -> str:
+    """A new directory under the system temp dir that only this user can use (mode 0700).
+
+    Every call makes its own (tempfile.mkdtemp, which also picks an unpredictable name), so two
+    runs on one machine, or two flows in one process, never share one: a fixed path shared by
+    every process made overlapping runs delete or overwrite each other's files. The directory
+    and whatever is left in it are removed by `remove_staging_dir`, or when this process exits.
+    """
+    global _STAGING_AT_EXIT
+    path = tempfile.mkdtemp(prefix=prefix)
+    with _STAGING_LOCK:
+        if not _STAGING_AT_EXIT:
+            import atexit
+
+            # a failed task can leave an archive behind: never leave it in the temp dir
+            atexit.register(_remove_staging_dirs)
+            _STAGING_AT_EXIT = True
+        _STAGING_DIRS.add(path)
+    return path
+
+
+def remove_staging_dir(path: str) -> None:
+    """Remove a directory `private_staging_dir` made, with its contents (idempotent)."""
+    import shutil
+
+    with _STAGING_LOCK:
+        _STAGING_DIRS.discard(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_staging_dirs() -> None:
+    with _STAGING_LOCK:
+        paths = list(_STAGING_DIRS)
+    for path in paths:
+        remove_staging_dir(path)
+
+
 def default_dump_dir() -> str:
-    return str(Path(tempfile.gettempdir()) / "tbs-heavydb-dumps")
+    """A new private directory (0700) for this run's HeavyDB DUMP and RESTORE archives.
+
+    The HeavyDB server writes each DUMP archive into it and reads each RESTORE archive from
+    it, so this default only works when the server runs on this machine as this user, as in
+    the sandbox (its HeavyDB stand-in is this user's process). A server elsewhere, or running
+    as another user (or limited to its allowed import/export paths), needs a directory both
+    can use: pass it as `heavydb_dump_dir` / `heavydb_restore_dir` (--heavydb-dump-dir).
+    The tasks delete each archive once used; the directory goes with `remove_staging_dir` or
+    at the process's exit.
+    """
+    return private_staging_dir("tbs-heavydb-dumps-")
 
 
 @task(name="list-heavydb-tables", retries=2, retry_delay_seconds=1, timeout_seconds=60)

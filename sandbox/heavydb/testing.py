@@ -13,7 +13,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -65,6 +64,24 @@ class RunningServer:
         self.stop()
 
 
+def _pycache_dir() -> Path | None:
+    """This user's bytecode cache (the one `sandbox up` uses), or None if it is not safe.
+
+    Not a fixed directory under the system temp dir: anyone on the machine could create that
+    first and plant bytecode every server start would then run (and another user's directory
+    there just made the cache fail). The cache must outlive a run, so it lives in the home.
+    """
+    path = Path.home() / ".cache" / "tbs-emergency" / "pycache"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
+        return None
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None  # someone else could write into it: run without a cache instead
+    return path
+
+
 def start_server(
     data_dir: Path,
     *,
@@ -98,11 +115,12 @@ def start_server(
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
-    if env.get("PYTHONDONTWRITEBYTECODE") and not env.get("PYTHONPYCACHEPREFIX"):
+    wants_cache = env.get("PYTHONDONTWRITEBYTECODE") and not env.get("PYTHONPYCACHEPREFIX")
+    if wants_cache and (cache := _pycache_dir()) is not None:
         # Without bytecode caches every start recompiles pyarrow/sqlglot/thrift (seconds);
-        # keep the caches in a private directory instead of the shared virtualenv.
+        # keep the caches in this user's private cache instead of the shared virtualenv.
         env.pop("PYTHONDONTWRITEBYTECODE")
-        env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "heavydb-sandbox-pycache")
+        env["PYTHONPYCACHEPREFIX"] = str(cache)
     stderr_path = data_dir / "heavydb_sandbox.stderr.log"
     err = open(stderr_path, "a")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
