@@ -2,11 +2,15 @@
 
 Each module is a small asyncio server runnable as `python -m sandbox.standins.<name> --port P`:
 
-- `lb`: the load balancer's emergency admin API plus a reverse proxy to the active environment.
-- `app`: the TBS application of one environment (ingestion, API, login, metrics, faults), with
-  TCP proxies in front of that environment's databases so database faults are visible to anyone.
+- `lb`: the load balancer's emergency admin API plus a reverse proxy to the active environment,
+  with HAProxy-style health checks and metrics, and the users' write feed to the live backend.
+- `app`: the TBS application of one environment (writes and their ledger, API, login, metrics,
+  app faults).
+- `netpath`: one environment's network path to its stores: the TCP proxies its configuration
+  points at, where database faults act (a process of its own, so stopping the app does not cut
+  anyone else's path to the databases).
 - `sink`: records webhook, PagerDuty Events v2 and SMTP deliveries for tests to read.
-- `tcpproxy`: the fault-injecting TCP proxy the app runs (usable on its own).
+- `tcpproxy`: the fault-injecting TCP proxy the network path runs (usable on its own).
 
 They are single-process, single-threaded event loops (plus a few worker threads for the blocking
 database drivers): the sandbox runs on two cores next to real databases.

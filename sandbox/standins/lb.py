@@ -19,10 +19,36 @@ contract the `http` traffic adapter is written against; keep it exactly:
   (all paths when empty); the rest get 429, logged. null lifts it.
 - `GET  /emergency/logs?since=<iso>&limit=n` -> `{"entries": [{"at", "client", "method",
   "path", "status", "backend", "outcome"}]}`, oldest first (the last 20000 requests, in
-  memory): outcome is forwarded, denied-network, rate-limited, isolated or unreachable.
+  memory): outcome is forwarded, denied-network, rate-limited, isolated, unreachable or
+  timeout.
 
 Each answer of the security calls carries the value before (`previous`) and `changed`.
 Requests under `/_admin/` (the apps' user administration) are never forwarded.
+
+Health checks, as HAProxy's `check inter I fall F rise R timeout T`: every `--health-interval`
+s each backend gets `GET /health` (`--health-timeout` s); a connect error, a timeout or a 5xx
+is a failed check. A backend is DOWN after `--health-fall` consecutive failures and UP again
+after `--health-rise` consecutive successes (it starts UP). The state is reported (in
+`GET /emergency/status` under `health`, and as metrics), never acted on: this load balancer does
+not fail over by itself, switching is the emergency tool's decision, and it keeps forwarding to
+the active backend whatever its health (a real HAProxy would answer 503 when no server is UP).
+
+Forwarded requests time out after `--backend-timeout` s (504; a connect failure is 502); both
+count as connection errors.
+
+The write feed: every `--feed-interval` s the load balancer sends the users' writes,
+`POST /api/trades {"count": --feed-rows}` with `X-TBS-Feed: 1`, to the ACTIVE backend (none
+while it is isolated). A failed batch is not retried: it is lost like any failed client request.
+The feed is not subject to the allowlist or the rate limit (those act on client addresses) and
+is not in `/emergency/logs`; it has its own counters. `--feed-rows 0` turns it off.
+
+`GET /_lb/metrics` (no token, never forwarded): Prometheus text with HAProxy's exporter names,
+`haproxy_backend_http_requests_total{proxy="tbs",server}`,
+`haproxy_server_http_responses_total{proxy,server,code="1xx".."5xx"|"other"}`,
+`haproxy_server_connection_errors_total`, `haproxy_server_status{state="UP"|"DOWN"}`,
+`haproxy_server_check_failures_total`, `haproxy_server_response_time_average_seconds` (last 1024
+responses), `haproxy_server_active` (1 for the backend receiving traffic), and the feed's
+`tbs_feed_batches_total{server,result="ok"|"failed"}` and `tbs_feed_rows_total{server}`.
 
 If `--token-env VAR` names a set variable, every `/emergency/` call needs
 `Authorization: Bearer <value>` (401 otherwise). The acting party comes from the JSON field `by`
@@ -33,6 +59,7 @@ restart keeps it. A fresh state starts with green active (green = new release, b
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -42,6 +69,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +99,14 @@ _HOP_BY_HOP = {
 }
 _HISTORY_KEPT = 200
 _LOG_KEPT = 20_000
+PROXY_NAME = "tbs"  # the `proxy` label of the HAProxy-style metrics
+CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+# HAProxy's response-time average covers the last 1024 responses.
+_RESPONSE_TIMES_KEPT = 1024
+# Feed batches waiting on a slow backend at once; beyond that a tick's batch counts as failed
+# without being sent (users keep writing; the LB must not pile up connections without end).
+_FEED_MAX_IN_FLIGHT = 16
+FEED_HEADER = "x-tbs-feed"
 
 
 def _now() -> str:
@@ -158,16 +194,216 @@ class LBState:
         return {listname: list(items), "changed": changed}
 
 
+@dataclass
+class LBOptions:
+    """Health checks, timeouts and the write feed (defaults: HAProxy's `inter 2s fall 3 rise 2`,
+    one batch of 20 rows a second)."""
+
+    health_interval: float = 2.0
+    health_timeout: float = 1.0
+    health_fall: int = 3
+    health_rise: int = 2
+    backend_timeout: float = 10.0
+    feed_interval: float = 1.0
+    feed_rows: int = 20
+
+
+@dataclass
+class ServerStats:
+    """One backend's counters and health, as HAProxy keeps them per server."""
+
+    requests: int = 0
+    responses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CODE_CLASSES, 0))
+    connection_errors: int = 0
+    response_times: deque[float] = field(default_factory=lambda: deque(maxlen=_RESPONSE_TIMES_KEPT))
+    # health
+    state: str = "UP"
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    check_failures: int = 0
+    last_check_at: str | None = None
+    last_error: str | None = None
+    # feed
+    feed_batches: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    feed_rows: int = 0
+
+    def response(self, status: int, seconds: float) -> None:
+        klass = f"{status // 100}xx" if 100 <= status < 600 else "other"
+        self.responses[klass] += 1
+        self.response_times.append(seconds)
+
+    def check(self, error: str | None, opts: LBOptions, name: str) -> None:
+        """Count one health check; UP/DOWN changes after rise/fall in a row, like HAProxy."""
+        self.last_check_at = _now()
+        if error is None:
+            self.consecutive_failures = 0
+            self.consecutive_successes += 1
+            if self.state == "DOWN" and self.consecutive_successes >= opts.health_rise:
+                self.state = "UP"
+                log.warning("%s is UP (%d checks passed)", name, self.consecutive_successes)
+            return
+        self.last_error = error
+        self.check_failures += 1
+        self.consecutive_successes = 0
+        self.consecutive_failures += 1
+        if self.state == "UP" and self.consecutive_failures >= opts.health_fall:
+            self.state = "DOWN"
+            log.warning("%s is DOWN (%d checks failed: %s)", name, self.consecutive_failures, error)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "last_check_at": self.last_check_at,
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass
+class Forwarded:
+    """What became of one request sent to a backend: a response, or why there is none."""
+
+    response: httpx.Response | None
+    status: int  # the backend's, or the LB's own 502/504
+    error: str | None = None
+
+
+def _metrics_text(state: LBState, stats: dict[str, ServerStats]) -> str:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], Any]]):
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+            lines.append(f"{name}{{{text}}} {value}")
+
+    def per_server(fn: Any) -> list[tuple[dict[str, str], Any]]:
+        return [({"proxy": PROXY_NAME, "server": b}, fn(b, stats[b])) for b in BACKENDS]
+
+    metric(
+        "haproxy_backend_http_requests_total",
+        "counter",
+        "Total number of HTTP requests forwarded to the server.",
+        per_server(lambda b, s: s.requests),
+    )
+    metric(
+        "haproxy_server_http_responses_total",
+        "counter",
+        "Total number of HTTP responses from the server, by status class.",
+        [
+            ({"proxy": PROXY_NAME, "server": b, "code": code}, stats[b].responses[code])
+            for b in BACKENDS
+            for code in CODE_CLASSES
+        ],
+    )
+    metric(
+        "haproxy_server_connection_errors_total",
+        "counter",
+        "Requests that got no response: connection failures and timeouts.",
+        per_server(lambda b, s: s.connection_errors),
+    )
+    metric(
+        "haproxy_server_status",
+        "gauge",
+        "Current status of the server (health checks), 1 for the state it is in.",
+        [
+            ({"proxy": PROXY_NAME, "server": b, "state": st}, int(stats[b].state == st))
+            for b in BACKENDS
+            for st in ("UP", "DOWN")
+        ],
+    )
+    metric(
+        "haproxy_server_check_failures_total",
+        "counter",
+        "Total number of failed health checks.",
+        per_server(lambda b, s: s.check_failures),
+    )
+    metric(
+        "haproxy_server_response_time_average_seconds",
+        "gauge",
+        "Average response time of the last 1024 responses.",
+        per_server(
+            lambda b, s: (
+                round(sum(s.response_times) / len(s.response_times), 6) if s.response_times else 0
+            )
+        ),
+    )
+    metric(
+        "haproxy_server_active",
+        "gauge",
+        "1 for the server that receives the traffic (the active environment).",
+        per_server(lambda b, s: int(state.active == b)),
+    )
+    metric(
+        "tbs_feed_batches_total",
+        "counter",
+        "Write batches the feed sent, by the server they went to and the outcome.",
+        [
+            ({"server": b, "result": r}, stats[b].feed_batches[r])
+            for b in BACKENDS
+            for r in ("ok", "failed")
+        ],
+    )
+    metric(
+        "tbs_feed_rows_total",
+        "counter",
+        "Rows the servers acknowledged to the feed.",
+        [({"server": b}, stats[b].feed_rows) for b in BACKENDS],
+    )
+    return "\n".join(lines) + "\n"
+
+
 def create_app(
     backends: dict[str, str],
     state_file: Path,
     token: str | None = None,
     initial: str = "green",
+    options: LBOptions | None = None,
 ) -> Starlette:
+    opts = options or LBOptions()
     state = LBState(state_file, backends, initial)
+    stats = {b: ServerStats() for b in BACKENDS}
     access: deque[dict[str, Any]] = deque(maxlen=_LOG_KEPT)
     hits: dict[str, deque[float]] = {}
-    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), follow_redirects=False)
+    # HAProxy's `timeout server`: no answer within backend_timeout -> 504.
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(opts.backend_timeout, connect=min(5.0, opts.backend_timeout)),
+        follow_redirects=False,
+    )
+    # Health checks open a fresh connection each time, as HAProxy's do: a backend that stopped
+    # accepting must not hide behind a kept-alive connection.
+    checker = httpx.AsyncClient(
+        timeout=httpx.Timeout(opts.health_timeout),
+        limits=httpx.Limits(max_keepalive_connections=0),
+        follow_redirects=False,
+    )
+    feed_tasks: set[asyncio.Task[None]] = set()
+
+    async def forward(
+        target: str, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> Forwarded:
+        """Send one request to a backend, counting it the way HAProxy's exporter does."""
+        server = stats[target]
+        server.requests += 1
+        url = state.backends[target].rstrip("/") + path
+        started = time.monotonic()
+        try:
+            resp = await client.request(method, url, headers=headers, content=body)
+        except httpx.TimeoutException as exc:
+            server.connection_errors += 1
+            if isinstance(exc, httpx.ConnectTimeout):
+                return Forwarded(None, 502, f"backend {target} unreachable: {type(exc).__name__}")
+            return Forwarded(
+                None,
+                504,
+                f"backend {target} did not answer within {opts.backend_timeout:g}s",
+            )
+        except httpx.HTTPError as exc:
+            server.connection_errors += 1
+            return Forwarded(None, 502, f"backend {target} unreachable: {type(exc).__name__}")
+        server.response(resp.status_code, time.monotonic() - started)
+        return Forwarded(resp, resp.status_code)
 
     def unauthorized(request: Request) -> Response | None:
         if not token:
@@ -199,7 +435,10 @@ def create_app(
     async def status(request: Request) -> Response:
         if (denied := unauthorized(request)) is not None:
             return denied
-        return JSONResponse(state.as_dict())
+        return JSONResponse({**state.as_dict(), "health": {b: stats[b].health() for b in BACKENDS}})
+
+    async def lb_metrics(request: Request) -> Response:
+        return Response(_metrics_text(state, stats), media_type="text/plain; version=0.0.4")
 
     async def redirect_blue(request: Request) -> Response:
         if (denied := unauthorized(request)) is not None:
@@ -371,21 +610,22 @@ def create_app(
         if target in state.denied:
             record(request, 503, target, "isolated")
             return JSONResponse({"error": f"active backend {target} is isolated"}, status_code=503)
-        url = state.backends[target].rstrip("/") + request.url.path
+        path = request.url.path
         if request.url.query:
-            url += "?" + request.url.query
+            path += "?" + request.url.query
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        client_host = request.client.host if request.client else ""
-        headers["x-forwarded-for"] = client_host
-        try:
-            upstream = await client.request(
-                request.method, url, headers=headers, content=await request.body()
+        # Only the LB's own feed may mark a request as the feed.
+        headers.pop(FEED_HEADER, None)
+        headers["x-forwarded-for"] = host
+        result = await forward(target, request.method, path, headers, await request.body())
+        upstream = result.response
+        if upstream is None:
+            record(
+                request, result.status, target, "timeout" if result.status == 504 else "unreachable"
             )
-        except httpx.HTTPError as exc:
-            record(request, 502, target, "unreachable")
             return JSONResponse(
-                {"error": f"backend {target} unreachable: {type(exc).__name__}"},
-                status_code=502,
+                {"error": result.error},
+                status_code=result.status,
                 headers={"x-tbs-backend": target},
             )
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -414,13 +654,75 @@ def create_app(
             methods=["POST"],
         ),
         Route("/emergency/logs", logs, methods=["GET"]),
+        Route("/_lb/metrics", lb_metrics, methods=["GET"]),
         Route("/{path:path}", proxy, methods=methods),
     ]
 
+    async def check_once(name: str) -> None:
+        url = state.backends[name].rstrip("/") + "/health"
+        error: str | None = None
+        try:
+            # The timeout covers the whole check (httpx's is per read, a trickle could pass).
+            resp = await asyncio.wait_for(checker.get(url), opts.health_timeout)
+            if resp.status_code >= 500:
+                error = f"HTTP {resp.status_code}"
+        except TimeoutError:
+            error = f"timed out after {opts.health_timeout:g}s"
+        except httpx.TimeoutException:
+            error = f"timed out after {opts.health_timeout:g}s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {str(exc)[:120]}"
+        stats[name].check(error, opts, name)
+
+    async def health_loop(name: str) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await check_once(name)
+            except Exception:
+                log.exception("health check of %s failed", name)
+            await asyncio.sleep(max(0.0, opts.health_interval - (time.monotonic() - started)))
+
+    async def feed_once() -> None:
+        target = state.active
+        server = stats[target]
+        if target in state.denied:
+            server.feed_batches["failed"] += 1  # isolated: the users' writes go nowhere
+            return
+        body = json.dumps({"count": opts.feed_rows}).encode()
+        headers = {"content-type": "application/json", FEED_HEADER: "1"}
+        result = await forward(target, "POST", "/api/trades", headers, body)
+        ok = result.response is not None and 200 <= result.status < 300
+        server.feed_batches["ok" if ok else "failed"] += 1
+        if ok and result.response is not None:
+            with contextlib.suppress(ValueError, AttributeError):
+                server.feed_rows += int(result.response.json().get("accepted") or 0)
+
+    async def feed_loop() -> None:
+        while True:
+            started = time.monotonic()
+            if len(feed_tasks) >= _FEED_MAX_IN_FLIGHT:
+                stats[state.active].feed_batches["failed"] += 1
+            else:
+                # One task per batch: a slow backend delays its answer, not the next batch.
+                task = asyncio.create_task(feed_once())
+                feed_tasks.add(task)
+                task.add_done_callback(feed_tasks.discard)
+            await asyncio.sleep(max(0.0, opts.feed_interval - (time.monotonic() - started)))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await client.aclose()
+        loops = [asyncio.create_task(health_loop(b)) for b in BACKENDS]
+        if opts.feed_rows > 0 and opts.feed_interval > 0:
+            loops.append(asyncio.create_task(feed_loop()))
+        try:
+            yield
+        finally:
+            for task in [*loops, *feed_tasks]:
+                task.cancel()
+            await asyncio.gather(*loops, *feed_tasks, return_exceptions=True)
+            await client.aclose()
+            await checker.aclose()
 
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -434,11 +736,46 @@ def main() -> None:
     parser.add_argument("--state-file", type=Path, required=True)
     parser.add_argument("--initial", choices=BACKENDS, default="green")
     parser.add_argument("--token-env", help="environment variable holding the admin token")
-    args = parser.parse_args()
-    token = os.environ.get(args.token_env) if args.token_env else None
-    app = create_app(
-        {"blue": args.blue, "green": args.green}, args.state_file, token or None, args.initial
+    parser.add_argument("--health-interval", type=float, default=2.0, help="seconds between checks")
+    parser.add_argument("--health-timeout", type=float, default=1.0, help="seconds per check")
+    parser.add_argument("--health-fall", type=int, default=3, help="failed checks -> DOWN")
+    parser.add_argument("--health-rise", type=int, default=2, help="passed checks -> UP")
+    parser.add_argument(
+        "--backend-timeout",
+        type=float,
+        default=10.0,
+        help="seconds before a forwarded request 504s",
     )
+    parser.add_argument("--feed-interval", type=float, default=1.0, help="seconds between batches")
+    parser.add_argument("--feed-rows", type=int, default=20, help="rows per batch; 0: no feed")
+    args = parser.parse_args()
+    for name in ("health_interval", "health_timeout", "backend_timeout", "feed_interval"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.health_fall < 1 or args.health_rise < 1:
+        parser.error("--health-fall and --health-rise must be at least 1")
+    if not 0 <= args.feed_rows <= 100:
+        parser.error("--feed-rows must be between 0 and 100 (the app takes at most 100 a batch)")
+    token = os.environ.get(args.token_env) if args.token_env else None
+    options = LBOptions(
+        health_interval=args.health_interval,
+        health_timeout=args.health_timeout,
+        health_fall=args.health_fall,
+        health_rise=args.health_rise,
+        backend_timeout=args.backend_timeout,
+        feed_interval=args.feed_interval,
+        feed_rows=args.feed_rows,
+    )
+    app = create_app(
+        {"blue": args.blue, "green": args.green},
+        args.state_file,
+        token or None,
+        args.initial,
+        options,
+    )
+    # httpx logs every request at INFO: the feed and the health checks alone would write
+    # several lines a second. `/emergency/logs` and the metrics say what happened.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     run_uvicorn(app, args.host, args.port)
 
 

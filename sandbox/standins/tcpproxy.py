@@ -1,9 +1,9 @@
 """A TCP proxy that can play dead or slow, in front of one database server.
 
-The app stand-in runs one per database so that a fault injected into an environment is seen by
-every client that connects through that environment's configured host:port (the watchdog's
-probes, the integrity sweep, a person with a mysql client), not only by the app itself, while
-the other environment, proxied to the same database server, is unaffected.
+The network path stand-in (`sandbox.standins.netpath`) runs one per database of an environment,
+so that a fault injected into that environment is seen by every client that connects through its
+configured host:port (the app, the watchdog's probes, the integrity sweep, a person with a mysql
+client), while the other environment (even when proxied to the same server) is unaffected.
 
 - `set_down(True)`: stop listening (new connections are refused) and abort every open connection.
 - `delay`: seconds added to every chunk travelling from the server to the client, so each
@@ -44,6 +44,7 @@ class TcpProxy:
         self.delay = 0.0
         self.connections_total = 0
         self.refused_total = 0
+        self.upstream_errors_total = 0
         self._down = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -118,6 +119,7 @@ class TcpProxy:
                 self.upstream_port,
                 exc,
             )
+            self.upstream_errors_total += 1
             client_w.transport.abort()
             return
         self.connections_total += 1
@@ -186,6 +188,7 @@ class TcpProxy:
             "active_connections": self.active_connections,
             "connections_total": self.connections_total,
             "refused_total": self.refused_total,
+            "upstream_errors_total": self.upstream_errors_total,
         }
 
 

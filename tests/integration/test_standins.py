@@ -3,9 +3,14 @@
 - lb: status, redirect-blue (idempotent), switch, token auth, isolation, reverse proxying,
   state kept across a restart.
 - sink: webhooks, PagerDuty Events v2, SMTP, listing and clearing.
-- app: fault endpoints (validation, expiry), the metrics text and what faults do to it.
+- app: fault endpoints (validation, expiry), the metrics text and what faults do to it; db
+  faults posted to the app reach its network path (a netpath process in front of an echo server).
 - tcpproxy: db-down refuses new and drops open connections, db-slow delays replies (against a
   plain TCP echo server).
+
+The network path on its own, the app against real stores (ledger, app-hang, sessions) and the
+LB's health checks, metrics and feed: test_standins_netpath.py, test_standins_stores.py,
+test_standins_lb.py.
 """
 
 from __future__ import annotations
@@ -393,13 +398,18 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     redis = start_redis(root / "redis")
     echo = _EchoThread()
     proxy_port = free_port()
-    args = ["--env", "green", "--version", "9.9.9", "--mysql", f"{LOOPBACK}:{echo.port}"]
-    args += ["--mysql-proxy-port", str(proxy_port), "--redis-url", redis.url]
+    path_args = ["--env", "green", "--mysql-port", str(proxy_port)]
+    path_args += ["--mysql-upstream", f"{LOOPBACK}:{echo.port}"]
+    netpath = _start("netpath-green", "sandbox.standins.netpath", path_args, root)
+    args = ["--env", "green", "--version", "9.9.9", "--mysql", f"{LOOPBACK}:{proxy_port}"]
+    args += ["--netpath-url", netpath.url, "--redis-url", redis.url]
     args += ["--nominal-rows-per-s", "40000", "--probe-interval", "0.5"]
     service = _start("app-green", "sandbox.standins.app", args, root)
     service.extra["mysql_proxy_port"] = str(proxy_port)
+    service.extra["netpath_url"] = netpath.url
     yield service
     stop_pid(service.pid)
+    stop_pid(netpath.pid)
     stop_pid(redis.pid)
     echo.close()
 
@@ -452,6 +462,9 @@ def test_app_fault_endpoints_validate(app: Service) -> None:
         ({"kind": "db-down", "magnitude": 3}, "no magnitude"),
         ({"kind": "cpu", "duration": -1}, "duration"),
         ({"kind": "cpu", "db": "mysql"}, "only db-down and db-slow"),
+        ({"kind": "app-hang", "magnitude": 1}, "no magnitude"),
+        ({"kind": "app-down"}, "handled by the sandbox world, not the app"),
+        ({"kind": "mysql-lost"}, "handled by the sandbox world, not the app"),
     ):
         resp = httpx.post(f"{app.url}/_faults", json=body)
         assert resp.status_code == 400, body
@@ -513,8 +526,11 @@ def test_app_errors_fault_fails_real_and_simulated_requests(app: Service) -> Non
     assert httpx.get(f"{app.url}/").status_code == 200
 
 
-def test_app_db_faults_act_on_its_proxy(app: Service) -> None:
+def test_app_forwards_db_faults_to_its_network_path(app: Service) -> None:
+    """db faults posted to the app (as callers did before the network path was its own
+    process) act on the path and show in the app's listing and metrics."""
     port = int(app.extra["mysql_proxy_port"])
+    netpath = app.extra["netpath_url"]
 
     def roundtrip() -> tuple[bytes, float]:
         started = time.monotonic()
@@ -524,22 +540,37 @@ def test_app_db_faults_act_on_its_proxy(app: Service) -> None:
 
     assert roundtrip()[0] == b"hello"
     held = socket.create_connection((LOOPBACK, port), timeout=5)
-    httpx.post(f"{app.url}/_faults", json={"kind": "db-down"}).raise_for_status()
+    posted = httpx.post(f"{app.url}/_faults", json={"kind": "db-down"})
+    posted.raise_for_status()
+    assert posted.json()["fault"]["kind"] == "db-down"
     with pytest.raises(OSError):
         roundtrip()
     assert held.recv(10) == b""  # the open connection was dropped
     held.close()
-    proxies = httpx.get(f"{app.url}/_faults").json()["proxies"]
-    assert proxies["mysql"]["down"] is True
-    httpx.delete(f"{app.url}/_faults").raise_for_status()
+    listed = httpx.get(f"{app.url}/_faults").json()
+    assert listed["proxies"]["mysql"]["down"] is True
+    assert [f["kind"] for f in listed["faults"]] == ["db-down"]
+    assert [f["kind"] for f in httpx.get(f"{netpath}/_faults").json()["faults"]] == ["db-down"]
+    assert _metrics(app)['tbs_fault_active{env="green",kind="db-down"}'] == 1
+    # Clearing everything at the app clears the path too, and the app's own faults.
+    httpx.post(f"{app.url}/_faults", json={"kind": "cpu"}).raise_for_status()
+    cleared = httpx.delete(f"{app.url}/_faults").json()
+    assert sorted(cleared["cleared"]) == ["cpu", "db-down"]
+    assert httpx.get(f"{netpath}/_faults").json()["faults"] == []
+    assert _metrics(app)['tbs_fault_active{env="green",kind="db-down"}'] == 0
     assert roundtrip()[0] == b"hello"
     httpx.post(
         f"{app.url}/_faults", json={"kind": "db-slow", "magnitude": 0.5, "db": "mysql"}
     ).raise_for_status()
     data, elapsed = roundtrip()
     assert data == b"hello" and elapsed >= 0.5
-    httpx.delete(f"{app.url}/_faults").raise_for_status()
+    # A fault posted to the path directly (as the world does) shows at the app as well.
+    httpx.delete(f"{app.url}/_faults", params={"kind": "db-slow"}).raise_for_status()
     assert roundtrip()[1] < 0.5
+    httpx.post(f"{netpath}/_faults", json={"kind": "db-down", "db": "mysql"}).raise_for_status()
+    assert [f["kind"] for f in httpx.get(f"{app.url}/_faults").json()["faults"]] == ["db-down"]
+    httpx.delete(f"{netpath}/_faults").raise_for_status()
+    assert roundtrip()[0] == b"hello"
 
 
 def test_app_health_reports_failing_database(app: Service) -> None:
