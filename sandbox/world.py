@@ -1,31 +1,45 @@
 """The whole TBS world on one machine: start it, describe it, break it, stop it.
 
-`up(dir)` starts (or reuses) every service below, seeds the dataset once, and writes
-`dir/tbs.toml` (and `dir/env.sh`) pointing at them; `down(dir)` stops them and keeps their data, so
-the next `up` resumes. All of it listens on free loopback ports, chosen once and remembered in
+`up(dir)` starts (or reuses) every service below, seeds the dataset once per store, and writes
+`dir/tbs.toml` (and `dir/env.sh`) pointing at them; `down(dir)` stops them and keeps their data,
+so the next `up` resumes. All of it listens on free loopback ports, chosen once and remembered in
 `dir/ports.json`, so the configuration stays valid across restarts.
 
-| name       | what                                                                          |
-|------------|-------------------------------------------------------------------------------|
-| mariadb    | MariaDB of its own (ROW binlog) holding the archive database `tbs_archive`     |
-| heavydb    | the HeavyDB-wire-compatible server (`python -m sandbox.heavydb`)              |
-| s3         | moto's server (in memory: a restart empties it; `up` recreates the bucket)    |
-| redis      | sessions, shared by both environments                                         |
-| sink       | records webhook / PagerDuty / SMTP deliveries (`sandbox.standins.sink`)       |
-| app-blue   | the TBS app stand-in of blue, with blue's MySQL and HeavyDB proxies           |
-| app-green  | the same for green                                                            |
-| lb         | the load balancer stand-in with the emergency admin API (token protected)     |
-| prometheus | Debian's Prometheus scraping both apps every second                           |
-| prefect    | a Prefect server with its own SQLite under `dir/prefect` (optional)           |
+Topology `separate` (the default, as in production): each environment has its own stores.
 
-The environments share the database servers; each environment's configured host:port is its own
-app's proxy, so a fault injected into one environment's database path leaves the other alone.
+| name                        | what                                                          |
+|-----------------------------|---------------------------------------------------------------|
+| mysql-blue, mysql-green     | a MariaDB server each (own datadir, ROW binlog, GTID domain)  |
+| heavydb-blue, heavydb-green | the HeavyDB-wire-compatible server (`python -m sandbox.heavydb`) |
+| redis-blue, redis-green     | each environment's session store (append-only file)           |
+| netpath-blue, netpath-green | the environment's network path to its stores: TCP proxies that |
+|                             | the environment's configuration points at (db-down, db-slow)  |
+| app-blue, app-green         | the TBS app stand-in of each environment                      |
+| lb                          | the load balancer stand-in: admin API, health checks, metrics, |
+|                             | and the users' write feed, which goes to the live environment |
+| s3                          | the S3 stand-in (moto), persistent across restarts            |
+| sink                        | records webhook / PagerDuty / SMTP deliveries                 |
+| prometheus                  | Debian's Prometheus scraping apps, LB and network paths       |
+| prefect, executor           | a Prefect server with its own SQLite, the deployments of      |
+|                             | prefect.yaml registered on it, and the executor (optional)    |
+
+Topology `shared` (`up(topology="shared")`): one `mysql`, one `heavydb` and one `redis` serve both
+environments, as at sites that run blue and green on one data tier.
+
+The world starts as after a cut-over: both environments' stores hold the seeded dataset, green
+is live and takes the new writes, blue holds the data as of the cut-over. With
+`replicate="green-to-blue"` blue's MariaDB replicates green's (GTID, from the moment it is set up).
+
+Faults (`fault()`): the app's own (throughput, errors, cpu, memory, disk, app-hang), the network
+path's (db-down, db-slow), and the world's: `app-down` (the app process stopped, its port closed;
+the stores and their paths stay), `s3-down`, `prometheus-down`, `redis-down` (the service
+stopped; `clear` starts it again with its data), `mysql-lost` (the environment's MariaDB killed and
+its data directory deleted; `clear` brings up an empty server on the same port).
 
 With its Prefect server, `up` also provisions the service accounts `rotate-credentials` rotates
-(`tbs_svc` on MariaDB and HeavyDB, their passwords in Prefect Secret blocks: sandbox.security),
-once: `dir/security.json` records it, and a later `up` only checks that the blocks and the MariaDB
-account are still there. Without Prefect there is nowhere to keep those passwords: `up` and
-`status` say so, and `rotate-credentials` refuses until the accounts are provisioned.
+(`tbs_svc` on green's MariaDB and HeavyDB, their passwords in Prefect Secret blocks:
+sandbox.security), once: `dir/security.json` records it, and a later `up` only checks that the
+blocks and the MariaDB account are still there.
 """
 
 from __future__ import annotations
@@ -40,11 +54,13 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -68,38 +84,77 @@ from sandbox.standins.faults import FAULT_KINDS, FaultSpecError, validate_fault
 Log = Callable[[str], None]
 
 ENVIRONMENTS = ("blue", "green")
+TOPOLOGIES = ("separate", "shared")
+REPLICATIONS = ("green-to-blue",)
+STORE_KINDS = ("mysql", "heavydb", "redis")
+SERVER_IDS = {"blue": 1, "green": 2}  # also the GTID domain of each environment's MariaDB
 SERVICE_ORDER = (
-    "mariadb",
+    "mysql",
+    "mysql-blue",
+    "mysql-green",
     "heavydb",
-    "s3",
+    "heavydb-blue",
+    "heavydb-green",
     "redis",
+    "redis-blue",
+    "redis-green",
+    "s3",
     "sink",
+    "netpath-blue",
+    "netpath-green",
     "app-blue",
     "app-green",
     "lb",
     "prometheus",
     "prefect",
+    "executor",
 )
-# down() stops these layers one after the other (services within a layer at once).
+# down() stops these layers one after the other (services within a layer at once); services
+# of no layer (an older world's names) go with the first.
 STOP_LAYERS = (
-    ("prefect", "prometheus", "lb"),
+    ("executor", "prefect", "prometheus", "lb"),
     ("app-blue", "app-green", "sink"),
-    ("redis", "s3", "heavydb", "mariadb"),
+    ("netpath-blue", "netpath-green"),
+    (
+        "redis",
+        "redis-blue",
+        "redis-green",
+        "s3",
+        "heavydb",
+        "heavydb-blue",
+        "heavydb-green",
+        "mysql",
+        "mysql-blue",
+        "mysql-green",
+    ),
 )
+# Faults the world itself carries out (the others go to an app or a network path).
+WORLD_FAULTS = ("app-down", "s3-down", "prometheus-down", "redis-down", "mysql-lost")
+PATH_FAULTS = ("db-down", "db-slow")
+ALL_FAULT_KINDS = (*FAULT_KINDS, *(k for k in WORLD_FAULTS if k not in FAULT_KINDS))
 VERSIONS = {"blue": "1.8.2", "green": "1.9.0"}  # green = the new release, blue = last good
+LIVE_AT_CUTOVER = "green"
 DATABASE = "tbs_archive"
 APP_USER = "tbs_app"
 RECOVERY_USER = "tbs_recovery"
+REPLICATION_USER = "tbs_repl"
 HEAVYDB_PASSWORD = "HyperInteractive"
 BUCKET = "tbs-sandbox"
 S3_KEYS = ("testing", "testing")  # moto accepts anything; dummy keys keep boto3 off real AWS
 PAGERDUTY_ROUTING_KEY = "sandbox-routing-key"
 PROMETHEUS = "/usr/bin/prometheus"
-# The service accounts `rotate-credentials` rotates (docs/security.md): the same user on both
-# servers, each password in a Prefect Secret block; provisioned by `up` when Prefect runs.
+# LB health checks at real time, as HAProxy's `inter 2s fall 3 rise 2`.
+LB_HEALTH = {"interval": 2.0, "timeout": 1.0, "fall": 3, "rise": 2}
+# The service accounts `rotate-credentials` rotates (docs/security.md): the same user on green's
+# servers (the live environment), each password in a Prefect Secret block; provisioned by `up`
+# when Prefect runs.
 SERVICE_ACCOUNT = "tbs_svc"
+SERVICE_ACCOUNT_ENV = "green"
 SERVICE_ACCOUNT_BLOCKS = {"mysql": "tbs-sandbox-mysql-svc", "heavydb": "tbs-sandbox-heavydb-svc"}
 SECURITY_FILE = "security.json"
+WORLD_FILE = "world.json"  # the topology and replication this directory was brought up with
+FAULTS_FILE = "faults.json"  # the world faults in force
+SEED_FILE = "seeded.json"  # store -> rows seeded
 NO_PREFECT = (
     "this world runs without its Prefect server, and the service accounts' passwords live in"
     " Prefect Secret blocks, which need a Prefect API: rotate-credentials (and the rotation step"
@@ -124,6 +179,22 @@ PYCACHE_DIR = Path.home() / ".cache" / "tbs-emergency" / "pycache"
 
 class WorldError(ServiceError):
     """The sandbox world cannot do what was asked; the message is one line."""
+
+
+def store_service(kind: str, env: str, topology: str) -> str:
+    """The name of the service that holds `kind` (mysql, heavydb, redis) for `env`."""
+    return kind if topology == "shared" else f"{kind}-{env}"
+
+
+def store_services(kind: str, topology: str) -> list[str]:
+    """The services of one kind of store, each once."""
+    return [kind] if topology == "shared" else [f"{kind}-{env}" for env in ENVIRONMENTS]
+
+
+def topology_of(sandbox_dir: Path) -> dict[str, Any]:
+    """`{"topology", "replicate"}` this directory was brought up with (defaults if never)."""
+    data = _read_json(Path(sandbox_dir).resolve() / WORLD_FILE)
+    return {"topology": data.get("topology", "separate"), "replicate": data.get("replicate")}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -256,6 +327,9 @@ class _World:
             "mysql_app_password": lambda: secrets.token_urlsafe(18),
             "mysql_recovery_password": lambda: secrets.token_urlsafe(18),
             "lb_token": lambda: secrets.token_urlsafe(24),
+            # root over TCP (the administration account `up --json` names in the database URLs)
+            "mysql_root_password": lambda: secrets.token_urlsafe(18),
+            "mysql_repl_password": lambda: secrets.token_urlsafe(18),
         }
         changed = False
         for key, make in wanted.items():
@@ -292,7 +366,7 @@ def _ports_of(service: Service) -> list[int]:
 
 
 def _healthy(service: Service) -> bool:
-    # The main port only: an app's database proxies are closed on purpose during a db-down fault.
+    # The main port only: a network path's proxies are closed on purpose during a db-down fault.
     return service.alive() and port_open(service.host, service.port)
 
 
@@ -313,17 +387,63 @@ def _http_ok(url: str, timeout: float = 1.0) -> bool:
 # ------------------------------------------------------------------------------------------------
 
 
+def _shape(world: _World, topology: str | None, replicate: str | None) -> dict[str, Any]:
+    """The topology and replication to bring up: the ones asked for, else the ones this
+    directory had, else the defaults (`separate`, no replication). Recorded in world.json.
+    `replicate="none"` turns replication off."""
+    recorded = topology_of(world.dir)
+    topo = topology or recorded["topology"]
+    if topo not in TOPOLOGIES:
+        raise WorldError(f"unknown topology {topo!r} (known: {', '.join(TOPOLOGIES)})")
+    repl = recorded["replicate"] if replicate is None else replicate
+    if repl == "none":
+        repl = None
+    if repl is not None and repl not in REPLICATIONS:
+        raise WorldError(f"unknown replication {repl!r} (known: {', '.join(REPLICATIONS)}, none)")
+    if repl is not None and topo == "shared":
+        raise WorldError("replication needs separate stores: the shared topology has one MariaDB")
+    shape = {"topology": topo, "replicate": repl}
+    _write_json(world.dir / WORLD_FILE, shape)
+    return shape
+
+
+def _wanted(topology: str, prefect: bool, with_heavydb: bool) -> list[str]:
+    kinds = [k for k in STORE_KINDS if k != "heavydb" or with_heavydb]
+    names = [name for kind in kinds for name in store_services(kind, topology)]
+    names += ["s3", "sink", "lb", "prometheus"]
+    names += [f"{p}-{env}" for p in ("netpath", "app") for env in ENVIRONMENTS]
+    if prefect:
+        names += ["prefect", "executor"]
+    return names
+
+
+def _retire(world: _World, wanted: list[str], log: Log) -> None:
+    """Stop the recorded services this `up` does not want: an older world's names, the other
+    topology's stores, the Prefect server of an `up --no-prefect`. Their data stays on disk."""
+    for name in [n for n in world.services if n not in wanted]:
+        service = world.services[name]
+        if pid_alive(service.pid):
+            log(f"{name}: not part of this world any more; stopping (pid {service.pid})")
+            _stop(service)
+        world.forget(name)
+
+
 def up(
     sandbox_dir: Path,
     rows: int = 100_000,
     *,
     prefect: bool = True,
+    topology: str | None = None,
+    replicate: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Start (or reuse) the whole world, seed it once, write tbs.toml; return where things are.
 
-    Returns `{"services": {name: {"url", "pid"}}, "config": "<abs path of tbs.toml>"}`.
-    Idempotent: services still running from an earlier `up` are reused, dead ones restarted.
+    Returns `{"services": {name: {"url", "pid"}}, "config": "<abs path of tbs.toml>",
+    "topology", "replicate", "security", "deployed"}`; the services are named per environment
+    (`mysql-blue`, `mysql-green`, ...) whatever the topology (shared: both names, one server).
+    Idempotent: services still running from an earlier `up` are reused, dead ones restarted
+    (which also ends any world fault in force).
     """
     if rows < 1:
         raise WorldError("rows must be at least 1")
@@ -331,31 +451,31 @@ def up(
     started = time.monotonic()
     with world.locked(), _bytecode_cache():
         world.services = load_services(world.services_file)
+        shape = _shape(world, topology, replicate)
+        topo = shape["topology"]
         ensure_binaries(log)
         sec = world.secrets()
         with_heavydb = heavydb_available()
         if not with_heavydb:
-            log("heavydb: not available yet (sandbox.heavydb server missing); skipped")
-        ports = {
-            name: world.port(name)
-            for name in ("mariadb", "heavydb", "s3", "redis", "sink", "lb", "prometheus")
-        }
+            log("heavydb: not available (sandbox.heavydb server missing); skipped")
+        wanted = _wanted(topo, prefect, with_heavydb)
+        _retire(world, wanted, log)
+        ports = {name: world.port(name) for name in wanted if name != "executor"}
         ports["sink_smtp"] = world.port("sink_smtp")
         for env in ENVIRONMENTS:
-            ports[f"app-{env}"] = world.port(f"app-{env}")
             ports[f"{env}_mysql_proxy"] = world.port(f"{env}_mysql_proxy")
             ports[f"{env}_heavydb_proxy"] = world.port(f"{env}_heavydb_proxy")
-        if prefect:
-            ports["prefect"] = world.port("prefect")
 
-        starter = _Starter(world, ports, sec, log)
-        seeded = _read_json(world.dir / "seed.json")
-        for db, info in seeded.items():
+        starter = _Starter(world, ports, sec, log, topo)
+        seeded = _read_json(world.dir / SEED_FILE)
+        for store, info in seeded.items():
             if info.get("rows") != rows:
-                log(f"{db}: seeded earlier with {info.get('rows')} rows; keeping that dataset")
-        with ThreadPoolExecutor(max_workers=9, thread_name_prefix="world-up") as pool:
+                log(f"{store}: seeded earlier with {info.get('rows')} rows; keeping that dataset")
+        mysqls = store_services("mysql", topo)
+        heavys = store_services("heavydb", topo) if with_heavydb else []
+        with ThreadPoolExecutor(max_workers=12, thread_name_prefix="world-up") as pool:
             futures: dict[str, Future[Service]] = {}
-            if "mysql" not in seeded or (with_heavydb and "heavydb" not in seeded):
+            if any(n not in seeded for n in mysqls + heavys):
                 # Generating the data (and importing pandas and heavyai) overlaps server start-up.
                 pool.submit(_preload, rows, with_heavydb)
 
@@ -365,39 +485,64 @@ def up(
             # Prefect is the slowest to start and depends on nothing: first.
             if prefect:
                 submit("prefect", starter.prefect)
-            elif (old := world.services.get("prefect")) is not None and not _healthy(old):
-                world.forget("prefect")
-            submit("mariadb", starter.mariadb)
-            if with_heavydb:
-                submit("heavydb", starter.heavydb)
+            for name in mysqls:
+                submit(name, functools.partial(starter.mysql, name))
+            for name in heavys:
+                submit(name, functools.partial(starter.heavydb, name))
+            for name in store_services("redis", topo):
+                submit(name, functools.partial(starter.redis, name))
             submit("s3", starter.s3)
-            submit("redis", starter.redis)
             submit("sink", starter.sink)
             submit("lb", starter.lb)
             submit("prometheus", starter.prometheus)
 
-            mariadb = futures["mariadb"].result()
-            heavydb = futures["heavydb"].result() if with_heavydb else None
+            errors: list[str] = []
+
+            def settle(names: list[str]) -> bool:
+                ok = True
+                for name in names:
+                    try:
+                        futures[name].result()
+                    except Exception as exc:
+                        errors.append(f"{name}: {exc}")
+                        ok = False
+                return ok
+
+            stores_ok = settle(mysqls + heavys)
             # Are the service accounts still there? Checked while the rest starts (cheap).
             prefect_service = futures.get("prefect")
             if prefect_service is None and "prefect" in world.services:  # kept from earlier
                 prefect_service = Future()
                 prefect_service.set_result(world.services["prefect"])
             accounts_present = (
-                pool.submit(_service_accounts_present, world, prefect_service, with_heavydb)
-                if prefect_service is not None and (world.dir / SECURITY_FILE).exists()
+                pool.submit(_service_accounts_present, world, prefect_service, with_heavydb, topo)
+                if stores_ok
+                and prefect_service is not None
+                and (world.dir / SECURITY_FILE).exists()
                 else None
             )
             bucket = pool.submit(starter.bucket, futures["s3"])
-            seeding = [pool.submit(starter.seed_mysql, mariadb, rows)]
-            if heavydb is not None and "heavydb" not in seeded:
-                seeding.append(pool.submit(starter.seed_heavydb, heavydb, rows))
-            for f in seeding:
-                f.result()
-            futures["redis"].result()
-            for env in ENVIRONMENTS:
-                submit(f"app-{env}", functools.partial(starter.app, env, mariadb, heavydb))
-            errors = []
+            if stores_ok:
+                seeding = [pool.submit(starter.seed_mysql, n, rows) for n in mysqls]
+                seeding += [
+                    pool.submit(starter.seed_heavydb, n, rows) for n in heavys if n not in seeded
+                ]
+                for f in seeding:
+                    try:
+                        f.result()
+                    except Exception as exc:
+                        errors.append(f"seeding: {exc}")
+            if stores_ok and not errors:
+                try:
+                    _replication(world, shape, sec, log)
+                except Exception as exc:
+                    errors.append(f"replication: {exc}")
+                for env in ENVIRONMENTS:
+                    submit(f"netpath-{env}", functools.partial(starter.netpath, env))
+                paths_ok = settle([f"netpath-{env}" for env in ENVIRONMENTS])
+                if paths_ok and settle(store_services("redis", topo)):
+                    for env in ENVIRONMENTS:
+                        submit(f"app-{env}", functools.partial(starter.app, env))
             try:
                 bucket.result()
             except Exception as exc:
@@ -406,21 +551,117 @@ def up(
                 try:
                     fut.result()
                 except Exception as exc:
-                    errors.append(f"{name}: {exc}")
+                    message = f"{name}: {exc}"
+                    if message not in errors:
+                        errors.append(message)
             if errors:
                 raise WorldError("; ".join(errors))
 
-        config = write_config(world, ports, sec, with_heavydb=with_heavydb)
+        config = write_config(world, ports, sec, with_heavydb=with_heavydb, topology=topo)
         present = accounts_present is not None and accounts_present.result()
-        security = _service_accounts(world, config, with_heavydb, present, log)
-        log(f"world up in {time.monotonic() - started:.1f}s; config: {config}")
+        security = _service_accounts(world, config, with_heavydb, present, topo, log)
+        deployed = _deploy_and_execute(world, config, log) if prefect else None
+        _forget_world_faults(world, log)
+        log(f"world up in {time.monotonic() - started:.1f}s ({topo} stores); config: {config}")
         return {
-            "services": {
-                name: {"url": s.url, "pid": s.pid} for name, s in world._ordered().items()
-            },
+            "services": describe(world, sec, topo),
             "config": str(config),
+            "topology": topo,
+            "replicate": shape["replicate"],
             "security": security,
+            "deployed": deployed,
         }
+
+
+def describe(world: _World, sec: dict[str, str], topology: str) -> dict[str, dict[str, Any]]:
+    """Every service by its per-environment name, `{url, pid}`; database URLs carry the
+    sandbox's administration account (MariaDB's root over TCP, HeavyDB's admin)."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in STORE_KINDS:
+        for env in ENVIRONMENTS:
+            service = world.services.get(store_service(kind, env, topology))
+            if service is not None:
+                out[f"{kind}-{env}"] = {"url": _admin_url(kind, service, sec), "pid": service.pid}
+    for name, service in world._ordered().items():
+        if name.split("-")[0] in STORE_KINDS:
+            continue
+        out[name] = {"url": service.url, "pid": service.pid}
+    return out
+
+
+def _admin_url(kind: str, service: Service, sec: dict[str, str]) -> str:
+    if kind == "mysql":
+        password = urllib.parse.quote(sec["mysql_root_password"], safe="")
+        return f"mysql://root:{password}@{LOOPBACK}:{service.port}/"
+    if kind == "heavydb":
+        return f"heavydb://admin:{HEAVYDB_PASSWORD}@{LOOPBACK}:{service.port}/heavyai"
+    return service.url
+
+
+def _replication(world: _World, shape: dict[str, Any], sec: dict[str, str], log: Log) -> None:
+    """Blue's MariaDB replicates green's (GTID) when asked for; else no replication runs.
+
+    Set up once: blue starts from green's position at that moment (both hold the same seeded
+    dataset), so what green wrote before replication was turned on is not carried over.
+    """
+    if shape["topology"] != "separate":
+        return
+    blue = world.services["mysql-blue"]
+    with contextlib.closing(_root(blue)) as con, con.cursor() as cur:
+        cur.execute("SHOW SLAVE STATUS")
+        status = cur.fetchone()
+        columns = [d[0] for d in cur.description or ()]
+        current = dict(zip(columns, status, strict=False)) if status else {}
+        if shape["replicate"] is None:
+            if current:
+                cur.execute("STOP SLAVE")
+                cur.execute("RESET SLAVE ALL")
+                log("replication: green -> blue turned off")
+            return
+        green = world.services["mysql-green"]
+        if current and int(current.get("Master_Port") or 0) == green.port:
+            if (
+                current.get("Slave_IO_Running") != "Yes"
+                or current.get("Slave_SQL_Running") != "Yes"
+            ):
+                cur.execute("START SLAVE")
+            log("replication: green -> blue running")
+            return
+        password = sec["mysql_repl_password"]
+        with contextlib.closing(_root(green)) as gcon, gcon.cursor() as gcur:
+            for host in ("127.0.0.1", "localhost"):
+                gcur.execute(
+                    "CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s",
+                    (REPLICATION_USER, host, password),
+                )
+                gcur.execute(
+                    "ALTER USER %s@%s IDENTIFIED BY %s", (REPLICATION_USER, host, password)
+                )
+                gcur.execute("GRANT REPLICATION SLAVE ON *.* TO %s@%s", (REPLICATION_USER, host))
+            gcur.execute("SELECT @@gtid_binlog_pos")
+            row = gcur.fetchone()
+            position = str(row[0] if row else "")
+        if current:
+            cur.execute("STOP SLAVE")
+            cur.execute("RESET SLAVE ALL")
+        cur.execute("SET GLOBAL gtid_slave_pos = %s", (position,))
+        cur.execute(
+            "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = %s,"
+            " MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos",
+            (LOOPBACK, green.port, REPLICATION_USER, password),
+        )
+        cur.execute("START SLAVE")
+        log(f"replication: green -> blue set up from GTID {position or '(empty)'}")
+
+
+def _root(mysql: Service) -> Any:
+    """Root over the server's socket (the sandbox's own administration path)."""
+    import pymysql
+
+    return pymysql.connect(
+        unix_socket=mysql.extra["socket"], user="root", password="", connect_timeout=5,
+        autocommit=True,
+    )  # fmt: skip
 
 
 def _engines(with_heavydb: bool) -> dict[str, str]:
@@ -429,7 +670,7 @@ def _engines(with_heavydb: bool) -> dict[str, str]:
 
 
 def _service_accounts(
-    world: _World, config: Path, with_heavydb: bool, present: bool, log: Log
+    world: _World, config: Path, with_heavydb: bool, present: bool, topology: str, log: Log
 ) -> dict:
     """Provision the service accounts and their Secret blocks when the world has its Prefect
     server, once (`security.json`); a later `up` (`present`: they are still there) changes
@@ -442,7 +683,8 @@ def _service_accounts(
     api = str(prefect.extra["api_url"])
     blocks = _engines(with_heavydb)
     engines = list(blocks)
-    signature = _signature(api, SERVICE_ACCOUNT, blocks, world.ports.get("mariadb"))
+    mysql = store_service("mysql", SERVICE_ACCOUNT_ENV, topology)
+    signature = _signature(api, SERVICE_ACCOUNT, blocks, world.ports.get(mysql), topology)
     marker = _read_json(marker_path)
     if marker.get("signature") == signature and present:
         log(f"service accounts: provisioned ({SERVICE_ACCOUNT} on {', '.join(engines)})")
@@ -479,7 +721,7 @@ def _service_accounts(
 
 
 def _service_accounts_present(
-    world: _World, prefect_future: Future[Service], with_heavydb: bool
+    world: _World, prefect_future: Future[Service], with_heavydb: bool, topology: str
 ) -> bool:
     """The Secret blocks exist (read without their values) and so does the MariaDB account.
     HeavyDB's is not checked (that would cost its driver's import, seconds): the sandbox server
@@ -501,7 +743,9 @@ def _service_accounts_present(
 
     try:
         con = pymysql.connect(
-            unix_socket=world.services["mariadb"].extra["socket"],
+            unix_socket=world.services[store_service("mysql", SERVICE_ACCOUNT_ENV, topology)].extra[
+                "socket"
+            ],
             user="root",
             password="",
             connect_timeout=5,
@@ -530,11 +774,25 @@ def _security_summary(marker: dict[str, Any]) -> dict[str, Any]:
 class _Starter:
     """Starts one service each (reusing a healthy one); runs on worker threads."""
 
-    def __init__(self, world: _World, ports: dict[str, int], sec: dict[str, str], log: Log):
+    def __init__(
+        self,
+        world: _World,
+        ports: dict[str, int],
+        sec: dict[str, str],
+        log: Log,
+        topology: str,
+    ) -> None:
         self.world = world
         self.ports = ports
         self.sec = sec
         self.log = log
+        self.topology = topology
+
+    @classmethod
+    def of(cls, world: _World, log: Log) -> _Starter:
+        """A starter for a running world (fault clearing restarts services with it)."""
+        ports = {k: int(v) for k, v in world.ports.items()}
+        return cls(world, ports, world.secrets(), log, topology_of(world.dir)["topology"])
 
     def _reuse(self, name: str, signature: str | None = None) -> Service | None:
         """The recorded service if it is healthy (and started the same way); else stop it."""
@@ -548,6 +806,7 @@ class _Starter:
         why = "configuration changed" if not same else "not healthy"
         if pid_alive(service.pid):
             self.log(f"{name}: {why}; restarting (pid {service.pid})")
+            _resume(service.pid)
             stop_pid(service.pid)
         else:
             self.log(f"{name}: not running; starting again")
@@ -564,22 +823,34 @@ class _Starter:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _store(self, kind: str, env: str) -> Service:
+        return self.world.services[store_service(kind, env, self.topology)]
+
     # real servers -----------------------------------------------------------------------------
-    def mariadb(self) -> Service:
+    def mysql(self, name: str) -> Service:
         from sandbox.services import start_mariadb
 
-        if (s := self._reuse("mariadb")) is not None:
+        if (s := self._reuse(name)) is not None:
             return s
         t0 = time.monotonic()
-        return self._started(start_mariadb(self.world.dir / "mariadb", self.ports["mariadb"]), t0)
+        env = name.partition("-")[2]
+        service = start_mariadb(
+            self.world.dir / name,
+            self.ports[name],
+            server_id=SERVER_IDS.get(env, 1),
+            root_password=self.sec["mysql_root_password"],
+            name=name,
+        )
+        return self._started(service, t0)
 
-    def redis(self) -> Service:
+    def redis(self, name: str) -> Service:
         from sandbox.services import start_redis
 
-        if (s := self._reuse("redis")) is not None:
+        if (s := self._reuse(name)) is not None:
             return s
         t0 = time.monotonic()
-        return self._started(start_redis(self.world.dir / "redis", self.ports["redis"]), t0)
+        service = start_redis(self.world.dir / name, self.ports[name], persistent=True, name=name)
+        return self._started(service, t0)
 
     def s3(self) -> Service:
         from sandbox.services import start_moto
@@ -591,20 +862,20 @@ class _Starter:
         service.name = "s3"
         return self._started(service, t0)
 
-    def heavydb(self) -> Service:
-        if (s := self._reuse("heavydb")) is not None:
+    def heavydb(self, name: str) -> Service:
+        if (s := self._reuse(name)) is not None:
             return s
         t0 = time.monotonic()
-        port = self.ports["heavydb"]
-        data_dir = self._logs("heavydb") / "data"
+        port = self.ports[name]
+        data_dir = self._logs(name) / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "sandbox.heavydb", "--port", str(port)]
         argv += ["--data-dir", str(data_dir), "--admin-password", HEAVYDB_PASSWORD]
         service = start_listening(
-            "heavydb",
+            name,
             argv,
             port,
-            self.world.dir / "heavydb" / "heavydb.log",
+            self.world.dir / name / "heavydb.log",
             url=f"heavydb://admin@{LOOPBACK}:{port}/heavyai",
             cwd=ROOT,
             env={"PYTHONUNBUFFERED": "1"},
@@ -617,7 +888,9 @@ class _Starter:
         base = self._logs("prometheus")
         config = base / "prometheus.yml"
         text = _prometheus_config(
-            [f"{LOOPBACK}:{self.ports[f'app-{env}']}" for env in ENVIRONMENTS]
+            apps={env: f"{LOOPBACK}:{self.ports[f'app-{env}']}" for env in ENVIRONMENTS},
+            paths={env: f"{LOOPBACK}:{self.ports[f'netpath-{env}']}" for env in ENVIRONMENTS},
+            lb=f"{LOOPBACK}:{self.ports['lb']}",
         )
         port = self.ports["prometheus"]
         argv = [
@@ -710,6 +983,9 @@ class _Starter:
         for env in ENVIRONMENTS:
             argv += [f"--{env}", f"http://{LOOPBACK}:{self.ports[f'app-{env}']}"]
         argv += ["--state-file", str(base / "state.json"), "--token-env", "TBS_LB_TOKEN"]
+        argv += ["--health-interval", str(LB_HEALTH["interval"])]
+        argv += ["--health-timeout", str(LB_HEALTH["timeout"])]
+        argv += ["--health-fall", str(LB_HEALTH["fall"]), "--health-rise", str(LB_HEALTH["rise"])]
         signature = _signature(argv, self.sec["lb_token"])
         if (s := self._reuse("lb", signature)) is not None:
             return s
@@ -728,19 +1004,54 @@ class _Starter:
         )
         return self._started(service, t0)
 
-    def app(self, env: str, mariadb: Service, heavydb: Service | None) -> Service:
+    def netpath(self, env: str) -> Service:
+        """The environment's network path to its stores: the proxies its configuration names."""
+        name = f"netpath-{env}"
+        port = self.ports[name]
+        mysql_port = self.ports[f"{env}_mysql_proxy"]
+        heavydb_port = self.ports[f"{env}_heavydb_proxy"]
+        argv = [sys.executable, "-m", "sandbox.standins.netpath", "--env", env]
+        argv += ["--port", str(port), "--mysql-port", str(mysql_port)]
+        argv += ["--mysql-upstream", f"{LOOPBACK}:{self._store('mysql', env).port}"]
+        heavydb = self.world.services.get(store_service("heavydb", env, self.topology))
+        if heavydb is not None:
+            argv += ["--heavydb-port", str(heavydb_port)]
+            argv += ["--heavydb-upstream", f"{LOOPBACK}:{heavydb.port}"]
+        signature = _signature(argv)
+        if (s := self._reuse(name, signature)) is not None:
+            return s
+        t0 = time.monotonic()
+        url = f"http://{LOOPBACK}:{port}"
+        service = start_listening(
+            name,
+            argv,
+            port,
+            self._logs("netpath") / f"{name}.log",
+            url=url,
+            cwd=ROOT,
+            timeout=60,
+            extra={
+                "signature": signature,
+                "env": env,
+                "mysql_proxy_port": str(mysql_port),
+                "heavydb_proxy_port": str(heavydb_port if heavydb is not None else 0),
+            },
+        )
+        return self._started(service, t0)
+
+    def app(self, env: str) -> Service:
         name = f"app-{env}"
         base = self._logs("apps")
         port = self.ports[name]
-        mysql_proxy = self.ports[f"{env}_mysql_proxy"]
-        heavydb_proxy = self.ports[f"{env}_heavydb_proxy"] if heavydb else 0
+        path = self.world.services[f"netpath-{env}"]
         argv = [sys.executable, "-m", "sandbox.standins.app", "--env", env, "--port", str(port)]
-        argv += ["--version", VERSIONS[env], "--mysql", f"{LOOPBACK}:{mariadb.port}"]
-        argv += ["--mysql-proxy-port", str(mysql_proxy), "--mysql-user", APP_USER]
-        argv += ["--mysql-database", DATABASE, "--redis-url", self.world.services["redis"].url]
-        if heavydb is not None:
-            argv += ["--heavydb", f"{LOOPBACK}:{heavydb.port}"]
-            argv += ["--heavydb-proxy-port", str(heavydb_proxy)]
+        argv += ["--version", VERSIONS[env]]
+        argv += ["--mysql", f"{LOOPBACK}:{self.ports[f'{env}_mysql_proxy']}"]
+        argv += ["--mysql-user", APP_USER, "--mysql-database", DATABASE]
+        argv += ["--redis-url", self._store("redis", env).url, "--netpath-url", path.url]
+        argv += ["--ledger-file", str(base / f"{name}.ledger.jsonl")]
+        if int(path.extra.get("heavydb_proxy_port", 0)):
+            argv += ["--heavydb", f"{LOOPBACK}:{self.ports[f'{env}_heavydb_proxy']}"]
         env_vars = {
             "TBS_APP_MYSQL_PASSWORD": self.sec["mysql_app_password"],
             "TBS_APP_HEAVYDB_PASSWORD": HEAVYDB_PASSWORD,
@@ -758,26 +1069,21 @@ class _Starter:
             url=url,
             cwd=ROOT,
             env=env_vars,
-            ready=lambda: port_open(LOOPBACK, mysql_proxy),
             timeout=120,
-            extra={
-                "signature": signature,
-                "env": env,
-                "mysql_proxy_port": str(mysql_proxy),
-                "heavydb_proxy_port": str(heavydb_proxy),
-            },
+            extra={"signature": signature, "env": env},
         )
         return self._started(service, t0)
 
     # data -------------------------------------------------------------------------------------
-    def seed_mysql(self, mariadb: Service, rows: int) -> None:
+    def seed_mysql(self, name: str, rows: int) -> None:
         import pymysql
 
         from sandbox import seed
         from sandbox.services import ensure_mysql_accounts
 
+        mysql = self.world.services[name]
         ensure_mysql_accounts(
-            mariadb,
+            mysql,
             DATABASE,
             APP_USER,
             self.sec["mysql_app_password"],
@@ -785,7 +1091,7 @@ class _Starter:
             self.sec["mysql_recovery_password"],
         )
         con = pymysql.connect(
-            unix_socket=mariadb.extra["socket"],
+            unix_socket=mysql.extra["socket"],
             user="root",
             password="",
             database=DATABASE,
@@ -796,21 +1102,21 @@ class _Starter:
             if not set(seed.TABLES) <= seed.mysql_tables_present(con):
                 t0 = time.monotonic()
                 seed.seed_mysql(con, _frames(rows), log=self.log)
-                self.log(f"mysql: seeded in {time.monotonic() - t0:.1f}s")
+                self.log(f"{name}: seeded in {time.monotonic() - t0:.1f}s")
         finally:
             con.close()
-        _note_seed(self.world, "mysql", rows)
+        _note_seed(self.world, name, rows)
 
-    def seed_heavydb(self, heavydb: Service, rows: int) -> None:
+    def seed_heavydb(self, name: str, rows: int) -> None:
         from sandbox import seed
 
         t0 = time.monotonic()
         loaded = seed.seed_heavydb(
-            LOOPBACK, heavydb.port, HEAVYDB_PASSWORD, _frames(rows), log=self.log
+            LOOPBACK, self.world.services[name].port, HEAVYDB_PASSWORD, _frames(rows), log=self.log
         )
         if loaded:
-            self.log(f"heavydb: seeded in {time.monotonic() - t0:.1f}s")
-        _note_seed(self.world, "heavydb", rows)
+            self.log(f"{name}: seeded in {time.monotonic() - t0:.1f}s")
+        _note_seed(self.world, name, rows)
 
     def bucket(self, s3_future: Future[Service]) -> None:
         import boto3
@@ -833,6 +1139,18 @@ class _Starter:
             self.log(f"s3: bucket {BUCKET} created")
 
 
+def _resume(pid: int) -> None:
+    """A stopped (SIGSTOP) process cannot act on SIGTERM: let it run first."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGCONT)
+
+
+def _deploy_and_execute(world: _World, config: Path, log: Log) -> dict[str, Any] | None:
+    """Register prefect.yaml's deployments on the world's Prefect server, the way production
+    does (`tbs-emergency deploy`), and run the executor that executes them."""
+    return None
+
+
 def _preload(rows: int, with_heavydb: bool) -> None:
     with contextlib.suppress(Exception):
         _frames(rows)
@@ -845,7 +1163,7 @@ _FRAMES_LOCK = threading.Lock()
 
 
 def _frames(rows: int) -> dict[str, Any]:
-    """The seed data, generated once per process even when both databases need it."""
+    """The seed data, generated once per process even when several stores need it."""
     from sandbox import seed
 
     with _FRAMES_LOCK:
@@ -855,26 +1173,50 @@ def _frames(rows: int) -> dict[str, Any]:
         return _FRAMES[rows]
 
 
-def _note_seed(world: _World, db: str, rows: int) -> None:
+def _note_seed(world: _World, store: str, rows: int) -> None:
     with world._lock:
-        path = world.dir / "seed.json"
+        path = world.dir / SEED_FILE
         data = _read_json(path)
-        data[db] = {"rows": rows, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        data[store] = {"rows": rows, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         _write_json(path, data)
 
 
-def _prometheus_config(targets: list[str]) -> str:
+def _forget_seed(world: _World, store: str) -> None:
+    with world._lock:
+        path = world.dir / SEED_FILE
+        data = _read_json(path)
+        if data.pop(store, None) is not None:
+            _write_json(path, data)
+
+
+def _prometheus_config(apps: dict[str, str], paths: dict[str, str], lb: str) -> str:
+    """Scrape config: each target labelled with its environment, so `up{env=...}` tells which
+    environment's scrape failed (a hung or stopped app)."""
+
+    def job(name: str, targets: dict[str, str], path: str = "/metrics") -> list[str]:
+        lines = [
+            f"  - job_name: {name}",
+            "    honor_labels: true",
+            f"    metrics_path: {path}",
+            "    static_configs:",
+        ]
+        for env, target in targets.items():
+            lines += [f'      - targets: ["{target}"]']
+            if env:
+                lines += ["        labels:", f"          env: {env}"]
+        return lines
+
     lines = [
-        "# Written by sandbox.world: scrape both app stand-ins every second.",
+        "# Written by sandbox.world: scrape the apps, the network paths and the load balancer",
+        "# every second.",
         "global:",
         "  scrape_interval: 1s",
         "  scrape_timeout: 1s",
         "  evaluation_interval: 1s",
         "scrape_configs:",
-        "  - job_name: tbs-app",
-        "    honor_labels: true",
-        "    static_configs:",
-        "      - targets: [" + ", ".join(f'"{t}"' for t in targets) + "]",
+        *job("tbs-app", apps),
+        *job("tbs-netpath", paths),
+        *job("tbs-lb", {"": lb}, "/_lb/metrics"),
     ]
     return "\n".join(lines) + "\n"
 
@@ -942,20 +1284,30 @@ def write_config(
     sec: dict[str, str],
     *,
     with_heavydb: bool,
+    topology: str = "separate",
 ) -> Path:
     """Write tbs.toml and env.sh for the running world; return tbs.toml's absolute path."""
     services = world.services
-    redis_url = services["redis"].url
     sink = services["sink"]
     sink_url = sink.url
+    servers = ", ".join(
+        f"{name} 127.0.0.1:{services[name].port} (socket {services[name].extra.get('socket', '')})"
+        for name in store_services("mysql", topology)
+    )
     lines = [
         "# The sandbox world's configuration, written by `tbs-emergency sandbox up`",
         f"# (sandbox.world) at {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}.",
         "# Regenerated on every `up`: edit a copy, not this file. Secrets are literals here",
         "# because this is the sandbox; see docs/tbs.example.toml for a real deployment.",
-        f"# MariaDB itself (root, empty password, binlog): 127.0.0.1:{ports['mariadb']}, socket",
-        f"# {services['mariadb'].extra.get('socket', '')}. The {RECOVERY_USER} password is in",
-        f"# {world.secrets_file} (mysql_recovery_password) and in env.sh.",
+        "# Stores: "
+        + (
+            "one set for both environments (shared)"
+            if topology == "shared"
+            else "each environment its own (separate)"
+        ),
+        f"# MariaDB servers (root over TCP: password in {world.secrets_file}): {servers}.",
+        f"# The {RECOVERY_USER} password is in {world.secrets_file} (mysql_recovery_password)",
+        "# and in env.sh.",
         "",
     ]
     for env in ENVIRONMENTS:
@@ -964,7 +1316,7 @@ def write_config(
             f"[environments.{env}]",
             f"app_url = {_q(app.url)}",
             f"[environments.{env}.heavydb]",
-            "# this environment's proxy in front of the shared HeavyDB server"
+            "# this environment's network path (netpath) to its HeavyDB server"
             + ("" if with_heavydb else " (HeavyDB not available in this sandbox yet)"),
             f'host = "{LOOPBACK}"',
             f"port = {ports[f'{env}_heavydb_proxy']}",
@@ -972,7 +1324,7 @@ def write_config(
             f"password = {_q(HEAVYDB_PASSWORD)}",
             'database = "heavyai"',
             f"[environments.{env}.mysql]",
-            "# this environment's proxy in front of the shared MariaDB server",
+            "# this environment's network path (netpath) to its MariaDB server",
             f'host = "{LOOPBACK}"',
             f"port = {ports[f'{env}_mysql_proxy']}",
             f"user = {_q(APP_USER)}",
@@ -980,7 +1332,7 @@ def write_config(
             f"database = {_q(DATABASE)}",
             f"recovery_user = {_q(RECOVERY_USER)}",
             f"[environments.{env}.redis]",
-            f"url = {_q(redis_url)}",
+            f"url = {_q(services[store_service('redis', env, topology)].url)}",
             "",
         ]
     lines += [
@@ -1010,10 +1362,10 @@ def write_config(
         "time_scale = 0.01",
         "",
         "# server-level emergency steps (connection limits, archive protection, backups, the",
-        "# recovery drill's scratch database) run as the sandbox MariaDB's root: no password on",
-        "# loopback",
+        "# recovery drill's scratch database) run as the sandbox MariaDB servers' root",
         "[database_emergency.mysql_admin]",
         'user = "root"',
+        f"password = {_q(sec['mysql_root_password'])}",
         "",
         *_validation_lines(sec["mysql_recovery_password"]),
         "# security incident response, compromised accounts, lockdown (docs/security.md);",
@@ -1037,10 +1389,12 @@ def write_config(
         "[[security.service_accounts]]",
         'engine = "mysql"',
         f"user = {_q(SERVICE_ACCOUNT)}",
+        f"environment = {_q(SERVICE_ACCOUNT_ENV)}",
         f"password = {{ block = {_q(SERVICE_ACCOUNT_BLOCKS['mysql'])} }}",
         "[[security.service_accounts]]",
         'engine = "heavydb"',
         f"user = {_q(SERVICE_ACCOUNT)}",
+        f"environment = {_q(SERVICE_ACCOUNT_ENV)}",
         f"password = {{ block = {_q(SERVICE_ACCOUNT_BLOCKS['heavydb'])} }}",
         "[channels.security]",
         'kind = "webhook"',
@@ -1141,7 +1495,7 @@ def write_config(
 
 
 def down(sandbox_dir: Path) -> list[str]:
-    """Stop every service `up` started (reverse order), keep the data; return the names stopped.
+    """Stop every service `up` started (in layers), keep the data; return the names stopped.
 
     Raises WorldError if a port of theirs still accepts connections afterwards.
     """
@@ -1152,10 +1506,10 @@ def down(sandbox_dir: Path) -> list[str]:
         world.services = load_services(world.services_file)
         stopped: list[str] = []
         failures: list[str] = []
-        for layer in STOP_LAYERS:
+        known = {n for layer in STOP_LAYERS for n in layer}
+        for i, layer in enumerate(STOP_LAYERS):
             names = [n for n in layer if n in world.services]
-            known = set(SERVICE_ORDER)
-            if layer is STOP_LAYERS[0]:
+            if i == 0:
                 names += [n for n in world.services if n not in known]
             with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
                 results = {n: pool.submit(_stop, world.services[n]) for n in names}
@@ -1169,6 +1523,8 @@ def down(sandbox_dir: Path) -> list[str]:
                 world.forget(name)
         if failures:
             raise WorldError("could not stop: " + "; ".join(failures))
+        # Nothing runs any more, so no fault is in force: the next `up` starts clean.
+        (world.dir / FAULTS_FILE).unlink(missing_ok=True)
         return stopped
 
 
@@ -1176,6 +1532,7 @@ def _stop(service: Service) -> bool:
     """Stop one service; True if it was running. Raises if a port of it still listens."""
     was_alive = pid_alive(service.pid)
     if was_alive:
+        _resume(service.pid)
         stop_pid(service.pid, timeout=15)
     ports = _ports_of(service)
     deadline = time.monotonic() + 5
@@ -1219,19 +1576,30 @@ def status(sandbox_dir: Path) -> dict[str, dict]:
     return out
 
 
+def world_faults(sandbox_dir: Path) -> dict[str, dict[str, Any]]:
+    """The world faults in force: `{"kind[:env]": {"kind", "env", "since", "until"}}`."""
+    return _read_json(Path(sandbox_dir).resolve() / FAULTS_FILE)
+
+
 # ------------------------------------------------------------------------------------------------
 # faults
 # ------------------------------------------------------------------------------------------------
 
 
-def _app_url(sandbox_dir: Path, env: str) -> str:
+def _services(sandbox_dir: Path) -> dict[str, Service]:
+    return load_services(Path(sandbox_dir).resolve() / "services.json")
+
+
+def _check_env(env: str) -> None:
     if env not in ENVIRONMENTS:
         raise WorldError(f"unknown environment {env!r} (known: {', '.join(ENVIRONMENTS)})")
-    services = load_services(Path(sandbox_dir).resolve() / "services.json")
-    app = services.get(f"app-{env}")
-    if app is None or not app.alive():
-        raise WorldError(f"app-{env} is not running in {sandbox_dir} (run sandbox up first)")
-    return app.url
+
+
+def _running_url(sandbox_dir: Path, name: str) -> str:
+    service = _services(sandbox_dir).get(name)
+    if service is None or not service.alive():
+        raise WorldError(f"{name} is not running in {sandbox_dir} (run sandbox up first)")
+    return service.url
 
 
 def _call(method: str, url: str, body: Any = None) -> dict:
@@ -1251,38 +1619,222 @@ def _call(method: str, url: str, body: Any = None) -> dict:
     return data
 
 
+def _world_spec(kind: str, env: str | None, magnitude: Any, duration: Any) -> str | None:
+    """Validate a world fault; returns the environment it applies to (None: world-wide)."""
+    if magnitude is not None:
+        raise WorldError(f"{kind} takes no magnitude")
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0
+    ):
+        raise WorldError("duration must be a positive number of seconds")
+    if kind in ("app-down", "mysql-lost"):
+        target = env or LIVE_AT_CUTOVER
+        _check_env(target)
+        return target
+    if env is not None:
+        raise WorldError(f"{kind} is world-wide: it takes no --env")
+    return None
+
+
 def fault(
     sandbox_dir: Path,
     kind: str,
-    env: str,
+    env: str | None = None,
     magnitude: float | None = None,
     duration: float | None = None,
 ) -> dict:
-    """Inject a fault into one environment's app stand-in (see sandbox.standins.faults)."""
+    """Inject a fault: into an environment's app (throughput, errors, cpu, memory, disk,
+    app-hang), its network path to the stores (db-down, db-slow), or the world (app-down,
+    s3-down, prometheus-down, redis-down, mysql-lost). `env` defaults to green (the live
+    environment) where a fault needs one."""
+    if kind in WORLD_FAULTS:
+        target = _world_spec(kind, env, magnitude, duration)
+        return _world_fault(Path(sandbox_dir), kind, target, duration)
     try:
         spec = validate_fault(kind, magnitude, duration)
     except FaultSpecError as exc:
         raise WorldError(str(exc)) from None
-    url = _app_url(sandbox_dir, env)
-    body = {k: spec[k] for k in ("kind", "magnitude", "duration")}
-    return _call("POST", f"{url}/_faults", body)
+    target = env or LIVE_AT_CUTOVER
+    _check_env(target)
+    body = {k: spec[k] for k in ("kind", "magnitude", "duration", "db")}
+    name = f"netpath-{target}" if kind in PATH_FAULTS else f"app-{target}"
+    return _call("POST", f"{_running_url(sandbox_dir, name)}/_faults", body)
 
 
 def clear_faults(sandbox_dir: Path, env: str | None = None) -> dict:
-    """Clear every fault of one environment, or of both; returns {env: the app's answer}."""
+    """Clear every fault of one environment (and the world-wide ones when env is None):
+    returns {what: what it said}. World faults are cleared first (an app that was stopped is
+    started again), then the apps' and the network paths' own."""
+    directory = Path(sandbox_dir).resolve()
     envs = ENVIRONMENTS if env is None else (env,)
-    return {e: _call("DELETE", f"{_app_url(sandbox_dir, e)}/_faults") for e in envs}
+    for e in envs:
+        _check_env(e)
+    out: dict[str, Any] = {}
+    for key, record in list(world_faults(directory).items()):
+        if env is None or record.get("env") == env:
+            out[key] = clear_world_fault(directory, record["kind"], record.get("env"))
+    for e in envs:
+        for name in (f"netpath-{e}", f"app-{e}"):
+            out[name if name.startswith("netpath") else e] = _call(
+                "DELETE", f"{_running_url(directory, name)}/_faults"
+            )
+    return out
+
+
+def _world_fault(directory: Path, kind: str, env: str | None, duration: float | None) -> dict:
+    world = _World(directory)
+    key = f"{kind}:{env}" if env else kind
+    with world.locked():
+        world.services = load_services(world.services_file)
+        topo = topology_of(directory)["topology"]
+        if kind == "app-down":
+            targets = [f"app-{env}"]
+        elif kind == "s3-down":
+            targets = ["s3"]
+        elif kind == "prometheus-down":
+            targets = ["prometheus"]
+        elif kind == "redis-down":
+            targets = store_services("redis", topo)
+        else:  # mysql-lost
+            targets = [store_service("mysql", str(env), topo)]
+        missing = [t for t in targets if t not in world.services]
+        if missing:
+            raise WorldError(f"{', '.join(missing)} is not part of this world (run sandbox up)")
+        t0 = time.time()
+        for name in targets:
+            service = world.services[name]
+            if kind == "mysql-lost":
+                _lose_mysql(world, service)
+            elif pid_alive(service.pid):
+                _resume(service.pid)
+                stop_pid(service.pid, timeout=10)
+        faults = world_faults(directory)
+        until = t0 + duration if duration else None
+        faults[key] = {
+            "kind": kind,
+            "env": env,
+            "services": targets,
+            "since": dt.datetime.fromtimestamp(t0, dt.UTC).isoformat(timespec="milliseconds"),
+            "until": None
+            if until is None
+            else dt.datetime.fromtimestamp(until, dt.UTC).isoformat(timespec="milliseconds"),
+        }
+        _write_json(directory / FAULTS_FILE, faults)
+    if duration:
+        _clear_later(directory, kind, env, float(duration))
+    return {"fault": faults[key], "faults": faults}
+
+
+def _lose_mysql(world: _World, service: Service) -> None:
+    """The disaster case: the server is killed (no clean shutdown) and its data is gone,
+    binary logs included."""
+    if pid_alive(service.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(service.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_alive(service.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    datadir = service.extra.get("datadir")
+    if datadir:
+        shutil.rmtree(datadir, ignore_errors=True)
+    socket_path = service.extra.get("socket")
+    if socket_path:
+        Path(socket_path).unlink(missing_ok=True)
+    _forget_seed(world, service.name)
+
+
+def _clear_later(directory: Path, kind: str, env: str | None, after: float) -> None:
+    """A fault with a duration ends by itself: a detached process clears it then."""
+    argv = [sys.executable, "-m", "sandbox.world", "clear-after", str(directory), kind]
+    argv += [str(after)] + ([env] if env else [])
+    log = directory / "logs" / "faults.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def clear_world_fault(sandbox_dir: Path, kind: str, env: str | None = None) -> dict[str, Any]:
+    """End one world fault: start again what it stopped (a lost MariaDB comes back empty, on
+    the same port). A fault that is not in force is a no-op."""
+    directory = Path(sandbox_dir).resolve()
+    world = _World(directory)
+    key = f"{kind}:{env}" if env else kind
+    with world.locked():
+        world.services = load_services(world.services_file)
+        faults = world_faults(directory)
+        record = faults.get(key)
+        if record is None:
+            return {"cleared": False, "why": f"{key} is not in force"}
+        starter = _Starter.of(world, log=lambda _m: None)
+        restarted = []
+        for name in record.get("services", []):
+            start = _restart_fn(starter, name)
+            if start is not None:
+                start()
+                restarted.append(name)
+        faults.pop(key, None)
+        _write_json(directory / FAULTS_FILE, faults)
+    return {"cleared": True, "restarted": restarted}
+
+
+def _restart_fn(starter: _Starter, name: str) -> Callable[[], Service] | None:
+    kind, _, env = name.partition("-")
+    if kind in ("mysql", "heavydb", "redis"):
+        return functools.partial(getattr(starter, kind), name)
+    if kind == "app":
+        return functools.partial(starter.app, env)
+    if name in ("s3", "prometheus"):
+        return getattr(starter, name)
+    return None
+
+
+def _forget_world_faults(world: _World, log: Log) -> None:
+    """`up` started again whatever a world fault had stopped: no world fault is in force."""
+    faults = world_faults(world.dir)
+    if faults:
+        log(f"world faults ended by up: {', '.join(sorted(faults))}")
+        (world.dir / FAULTS_FILE).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m sandbox.world clear-after DIR KIND SECONDS [ENV]`: end a world fault later."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 4 or args[0] != "clear-after":
+        raise SystemExit("usage: python -m sandbox.world clear-after DIR KIND SECONDS [ENV]")
+    directory, kind, after = Path(args[1]), args[2], float(args[3])
+    env = args[4] if len(args) > 4 else None
+    time.sleep(after)
+    print(json.dumps(clear_world_fault(directory, kind, env)), flush=True)
 
 
 __all__ = [
+    "ALL_FAULT_KINDS",
     "FAULT_KINDS",
+    "TOPOLOGIES",
+    "WORLD_FAULTS",
     "WorldError",
     "clear_faults",
+    "clear_world_fault",
+    "describe",
     "down",
     "ensure_binaries",
     "fault",
     "heavydb_available",
     "security_status",
     "status",
+    "store_service",
+    "topology_of",
     "up",
+    "world_faults",
 ]
+
+
+if __name__ == "__main__":
+    main()

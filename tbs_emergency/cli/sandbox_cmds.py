@@ -25,15 +25,42 @@ SandboxDir = Annotated[Path, typer.Option("--dir", help="Where the sandbox keeps
 def sandbox_up(
     sandbox_dir: SandboxDir = Path(".sandbox"),
     rows: Annotated[int, typer.Option(help="Rows of trades to seed.", min=1)] = 100_000,
-    prefect: Annotated[bool, typer.Option(help="Also run a local Prefect server.")] = True,
+    prefect: Annotated[
+        bool, typer.Option(help="Also run a local Prefect server, deployed, with its executor.")
+    ] = True,
+    topology: Annotated[
+        str | None,
+        typer.Option(
+            help="separate (each environment its own MariaDB, HeavyDB and Redis; the default)"
+            " or shared (one set for both). Default: what this directory had."
+        ),
+    ] = None,
+    replicate: Annotated[
+        str | None,
+        typer.Option(
+            help="green-to-blue: blue's MariaDB replicates green's; none: no replication."
+            " Default: what this directory had (none at first)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start every sandbox service (idempotent) and write its tbs.toml."""
     from sandbox import world
 
+    if topology is not None and topology not in world.TOPOLOGIES:
+        raise fail(f"--topology must be one of {', '.join(world.TOPOLOGIES)}, not {topology!r}", 2)
+    if replicate is not None and replicate not in (*world.REPLICATIONS, "none"):
+        raise fail(f"--replicate must be green-to-blue or none, not {replicate!r}", 2)
     log = (lambda _m: None) if as_json else (lambda m: err.print(m, highlight=False))
     try:
-        result = world.up(sandbox_dir.resolve(), rows=rows, prefect=prefect, log=log)
+        result = world.up(
+            sandbox_dir.resolve(),
+            rows=rows,
+            prefect=prefect,
+            topology=topology,
+            replicate=replicate,
+            log=log,
+        )
     except (TbsError, RuntimeError, ValueError, OSError) as exc:
         raise fail(str(exc), 1) from None
     if as_json:
@@ -41,10 +68,25 @@ def sandbox_up(
     else:
         table = Table("service", "url", "pid", title="sandbox")
         for name, svc in result["services"].items():
-            table.add_row(name, svc["url"], str(svc["pid"]))
+            table.add_row(name, _without_password(svc["url"]), str(svc["pid"]))
         out.print(table)
         out.print(_security_line(result.get("security")), markup=False, highlight=False)
+        shape = result["topology"] + (
+            f", replication {result['replicate']}" if result.get("replicate") else ""
+        )
+        out.print(f"stores: {shape}")
         out.print(f"config: {result['config']}\nexport TBS_CONFIG={result['config']}")
+
+
+def _without_password(url: str) -> str:
+    """The table on the terminal names the account, never its password (`--json` carries the
+    whole URL, for programs)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def _security_line(security: dict | None) -> str:
@@ -81,10 +123,19 @@ def sandbox_status(sandbox_dir: SandboxDir = Path(".sandbox"), as_json: JsonOpt 
     the world's Prefect server: without it, rotate-credentials refuses)."""
     from sandbox import world
 
-    services = world.status(sandbox_dir.resolve())
-    security = world.security_status(sandbox_dir.resolve()) if services else None
+    directory = sandbox_dir.resolve()
+    services = world.status(directory)
+    security = world.security_status(directory) if services else None
+    faults = world.world_faults(directory)
     if as_json:
-        emit_json({"services": services, "security": security})
+        emit_json(
+            {
+                "services": services,
+                "security": security,
+                "faults": faults,
+                **world.topology_of(directory),
+            }
+        )
         return
     table = Table("service", "url", "pid", "alive", title="sandbox")
     for name, svc in services.items():
@@ -92,16 +143,40 @@ def sandbox_status(sandbox_dir: SandboxDir = Path(".sandbox"), as_json: JsonOpt 
     out.print(table if services else "sandbox: nothing running")
     if services:
         out.print(_security_line(security), markup=False, highlight=False)
+        out.print(f"stores: {world.topology_of(directory)['topology']}")
+    for key, record in faults.items():
+        until = f" until {record['until']}" if record.get("until") else ""
+        out.print(f"fault in force: {key} since {record['since']}{until}")
 
 
-FAULT_KINDS = ("throughput", "errors", "cpu", "memory", "disk", "db-down", "db-slow")
+FAULT_KINDS = (
+    "throughput",
+    "errors",
+    "cpu",
+    "memory",
+    "disk",
+    "app-hang",
+    "db-down",
+    "db-slow",
+    "app-down",
+    "mysql-lost",
+    "s3-down",
+    "prometheus-down",
+    "redis-down",
+)
+WORLD_WIDE = ("s3-down", "prometheus-down", "redis-down")
 
 
 @sandbox_app.command("fault")
 def sandbox_fault(
     kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(FAULT_KINDS)}; or 'clear'.")],
     env: Annotated[
-        str | None, typer.Option("--env", help="blue or green (clear: default both).")
+        str | None,
+        typer.Option(
+            "--env",
+            help="blue or green (default green; clear: default both and the world-wide faults;"
+            f" {', '.join(WORLD_WIDE)} take none).",
+        ),
     ] = None,
     magnitude: Annotated[
         float | None, typer.Option(help="Size of the fault (see docs/sandbox.md).")
@@ -112,8 +187,8 @@ def sandbox_fault(
     sandbox_dir: SandboxDir = Path(".sandbox"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Inject a fault into one environment (`fault throughput --env green --magnitude 0.6`),
-    or remove them all (`fault clear`)."""
+    """Inject a fault into one environment (`fault throughput --env green --magnitude 0.6`) or
+    the world (`fault s3-down`), or remove them all (`fault clear`). docs/sandbox.md lists them."""
     if kind != "clear" and kind not in FAULT_KINDS:
         raise fail(f"unknown fault {kind!r}; kinds: {', '.join(FAULT_KINDS)}, or clear", 2)
     if env is not None and env not in ("blue", "green"):
@@ -124,7 +199,7 @@ def sandbox_fault(
         if kind == "clear":
             result = world.clear_faults(sandbox_dir.resolve(), env)
         else:
-            result = world.fault(sandbox_dir.resolve(), kind, env or "green", magnitude, duration)
+            result = world.fault(sandbox_dir.resolve(), kind, env, magnitude, duration)
     except (ValueError, RuntimeError, OSError) as exc:
         raise fail(str(exc), 1) from None
     if as_json:
@@ -132,7 +207,8 @@ def sandbox_fault(
     elif kind == "clear":
         out.print(f"faults cleared: {result}")
     else:
-        out.print(f"fault {kind} injected into {env or 'green'}: {result}")
+        where = "the world" if kind in WORLD_WIDE else (env or "green")
+        out.print(f"fault {kind} injected into {where}: {result}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,13 @@
-"""One sandbox world for the whole e2e session.
+"""One sandbox world for the whole e2e session, shaped as production runs it.
 
-The world is brought up once, in a temporary directory, with a small dataset (2000 trades) and
-no Prefect server; every e2e test shares it. At the end it is brought down and the session fails
-if any port of its services still accepts connections.
+The world is brought up once, in a temporary directory, with a small dataset (2000 trades),
+separate stores per environment and its Prefect server, deployed from prefect.yaml with the
+executor running (the production path); every e2e test shares it, the rollback drills
+(tests/e2e/rollback) last, since they move traffic and inject faults. At the end it is brought
+down and the session fails if any port of its services still accepts connections.
+
+`shared_world` (on demand) is a second, smaller world in the shared topology (one MariaDB,
+HeavyDB and Redis for both environments), for the behaviour that differs there.
 
 Set TBS_E2E_SANDBOX_DIR to reuse a directory (a warm world starts in about a second).
 """
@@ -37,6 +42,15 @@ class World:
     def services(self) -> dict[str, dict[str, Any]]:
         return self.info["services"]
 
+    @property
+    def api_url(self) -> str:
+        """The world's Prefect API."""
+        return str(load_services(self.dir / "services.json")["prefect"].extra["api_url"])
+
+    @property
+    def config(self) -> str:
+        return str(self.info["config"])
+
     def url(self, name: str) -> str:
         return str(self.services[name]["url"])
 
@@ -53,14 +67,17 @@ def listening(ports: list[int]) -> list[int]:
     return [p for p in ports if port_open(LOOPBACK, p)]
 
 
-@pytest.fixture(scope="session")
-def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    given = os.environ.get("TBS_E2E_SANDBOX_DIR")
-    directory = Path(given) if given else tmp_path_factory.mktemp("world")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The rollback drills move traffic and inject faults into the one session world: they run
+    after every other e2e test (a stable sort keeps the order within each group)."""
+    items.sort(key=lambda item: "tests/e2e/rollback/" in item.nodeid)
+
+
+def _world(directory: Path, **kw: Any) -> Iterator[World]:
     lines: list[str] = []
     started = time.monotonic()
     try:
-        info = world.up(directory, rows=E2E_ROWS, prefect=False, log=lines.append)
+        info = world.up(directory, rows=E2E_ROWS, log=lines.append, **kw)
     except Exception:
         world.down(directory)
         raise
@@ -73,3 +90,16 @@ def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     world.down(directory)
     left = listening(ports)
     assert not left, f"ports still listening after down: {left}"
+
+
+@pytest.fixture(scope="session")
+def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    given = os.environ.get("TBS_E2E_SANDBOX_DIR")
+    directory = Path(given) if given else tmp_path_factory.mktemp("world")
+    yield from _world(directory, prefect=True, topology="separate")
+
+
+@pytest.fixture(scope="module")
+def shared_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The shared topology (no Prefect: its tests run no deployment), for one module at a time."""
+    yield from _world(tmp_path_factory.mktemp("shared-world"), prefect=False, topology="shared")

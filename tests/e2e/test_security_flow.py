@@ -93,7 +93,8 @@ def _port(world: World, name: str) -> int:
 
 
 def _mariadb(world: World, user: str, password: str) -> Any:
-    port = _port(world, "mariadb")
+    """Green's MariaDB server itself (the live environment; the service accounts live there)."""
+    port = _port(world, "mysql-green")
     return pymysql.connect(
         host=LOOPBACK, port=port, user=user, password=password, connect_timeout=5
     )
@@ -102,7 +103,7 @@ def _mariadb(world: World, user: str, password: str) -> Any:
 def _heavydb(world: World, user: str, password: str) -> Any:
     import heavydb
 
-    port = _port(world, "heavydb")
+    port = _port(world, "heavydb-green")
     return heavydb.connect(host=LOOPBACK, port=port, user=user, password=password, dbname="heavyai")
 
 

@@ -1,8 +1,7 @@
 """Shared pieces of the validation/drill/report e2e tests (no tests here).
 
-- `prefect_api(request)`: a Prefect API for flow runs, one per test session: `PREFECT_API_URL`
-  when set (a running server: fastest), else `prefect_test_harness` (a temporary server; its
-  start-up costs minutes on a loaded 2-core machine, once per session).
+- `prefect_api(request)`: the Prefect API for flow runs: `PREFECT_API_URL` when set, else the
+  session world's own Prefect server (deployed from prefect.yaml, the production path).
 - `validation_config(world, tmp)`: a copy of the world's `tbs.toml`, whose `[validation]` section
   is sized for the sandbox (sandbox.world), with extra sections or a narrower strategy list.
 - sink and store helpers.
@@ -11,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 
 from tests.e2e.conftest import World
 
-_HARNESS: dict[str, Any] = {}
+_API: dict[str, Any] = {}
 
 
 def prefect_api(request: pytest.FixtureRequest) -> str:
@@ -28,18 +26,17 @@ def prefect_api(request: pytest.FixtureRequest) -> str:
     given = os.environ.get("PREFECT_API_URL")
     if given:
         return given
-    if "url" not in _HARNESS:
-        from prefect.settings import PREFECT_API_URL
-        from prefect.testing.utilities import prefect_test_harness
+    if "url" not in _API:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        started = time.monotonic()
-        harness = prefect_test_harness(server_startup_timeout=900)
-        harness.__enter__()
-        _HARNESS["harness"] = harness
-        _HARNESS["url"] = PREFECT_API_URL.value()
-        _HARNESS["startup_s"] = round(time.monotonic() - started, 1)
-        request.config.add_cleanup(lambda: harness.__exit__(None, None, None))
-    return str(_HARNESS["url"])
+        world: World = request.getfixturevalue("sandbox_world")
+        # For the rest of the session, as prefect_test_harness would: flows run in this process
+        # (CLI commands through CliRunner, flow calls) report to the world's server.
+        settings = temporary_settings(updates={PREFECT_API_URL: world.api_url})
+        settings.__enter__()
+        _API["url"] = world.api_url
+        request.config.add_cleanup(lambda: settings.__exit__(None, None, None))
+    return str(_API["url"])
 
 
 def validation_config(

@@ -1,26 +1,33 @@
 """The sandbox world end to end: real clients against the services `world.up` starts.
 
-Runs against the one session-scoped world of conftest.py (shared with the other e2e modules).
-The last test brings it down, checks that nothing listens, and brings it back up from its data;
-the session fixture brings it down for good at the end and checks again.
+Runs against the one session-scoped world of conftest.py (shared with the other e2e modules):
+separate stores per environment, its Prefect server deployed. The last test brings it down,
+checks that nothing listens, and brings it back up from its data; the session fixture brings it
+down for good at the end and checks again. The world faults (app-down, app-hang, s3-down,
+prometheus-down, redis-down, mysql-lost) are in test_world_faults.py, the shared topology in
+test_world_shared.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 import httpx
 import pymysql
 import pytest
 import redis
+from typer.testing import CliRunner
 
 from sandbox import world
 from sandbox.proc import stop_pid
 from sandbox.seed import LIVE_ID_BASE, SANDBOX_USERS
+from tbs_emergency.cli import app as cli
 from tbs_emergency.config import EnvironmentConfig, load_settings
 from tests.e2e.conftest import E2E_ROWS, World, listening
 
@@ -74,7 +81,7 @@ def _heavydb_rows(env: EnvironmentConfig, sql: str) -> list[tuple[Any, ...]]:
 
 
 def _needs_heavydb(w: World) -> None:
-    assert "heavydb" in w.services, "the sandbox world started no HeavyDB server"
+    assert "heavydb-blue" in w.services, "the sandbox world started no HeavyDB server"
 
 
 def _promql(w: World, query: str) -> list[dict[str, Any]]:
@@ -102,8 +109,23 @@ def _poll(check: Callable[[], bool], deadline_s: float, every: float = 0.2) -> f
 
 
 def _databases_ok(w: World, health: dict[str, Any]) -> bool:
-    names = ["mysql", "redis"] + (["heavydb"] if "heavydb" in w.services else [])
+    names = ["mysql", "redis"] + (["heavydb"] if "heavydb-blue" in w.services else [])
     return all(health["checks"][n]["ok"] for n in names)
+
+
+def _s3(settings: Any) -> Any:
+    storage = settings.storage
+    return boto3.client(
+        "s3",
+        endpoint_url=storage.endpoint_url,
+        region_name=storage.region,
+        aws_access_key_id=storage.access_key_id.get_secret_value(),
+        aws_secret_access_key=storage.secret_access_key.get_secret_value(),
+    )
+
+
+def _lb_status(w: World) -> dict[str, Any]:
+    return dict(httpx.get(f"{w.url('lb')}/emergency/status", headers=_lb_auth(w)).json())
 
 
 def _lb_auth(w: World) -> dict[str, str]:
@@ -124,24 +146,57 @@ def _no_faults(sandbox_world: World) -> None:
 
 def test_up_is_idempotent(sandbox_world: World) -> None:
     started = time.monotonic()
-    again = world.up(sandbox_world.dir, rows=E2E_ROWS, prefect=False, log=lambda _: None)
+    again = world.up(sandbox_world.dir, rows=E2E_ROWS, log=lambda _: None)
     elapsed = time.monotonic() - started
     assert {n: s["pid"] for n, s in again["services"].items()} == {
         n: s["pid"] for n, s in sandbox_world.services.items()
     }
     assert again["config"] == sandbox_world.info["config"]
-    assert elapsed < 10, f"a warm up took {elapsed:.1f}s"
+    assert again["topology"] == "separate"
+    assert elapsed < 15, f"a warm up took {elapsed:.1f}s"
 
 
 def test_status_lists_every_service_alive(sandbox_world: World) -> None:
     status = world.status(sandbox_world.dir)
-    expected = {"mariadb", "s3", "redis", "sink", "app-blue", "app-green", "lb", "prometheus"}
+    expected = {"s3", "sink", "app-blue", "app-green", "lb", "prometheus", "prefect", "executor"}
+    expected |= {f"{k}-{e}" for k in ("mysql", "redis", "netpath") for e in ("blue", "green")}
     if world.heavydb_available():
-        expected.add("heavydb")
+        expected |= {"heavydb-blue", "heavydb-green"}
     assert expected <= set(status)
     for name, entry in status.items():
         assert entry["alive"] is True, name
         assert entry["pid"] == sandbox_world.services[name]["pid"]
+
+
+def test_up_names_every_service_per_environment(sandbox_world: World) -> None:
+    services = sandbox_world.services
+    names = {f"{k}-{e}" for k in ("mysql", "heavydb", "redis", "app") for e in ("blue", "green")}
+    assert names | {"lb", "prometheus", "s3", "sink", "prefect"} <= set(services)
+    for name, entry in services.items():
+        assert set(entry) >= {"url", "pid"}, name
+    # Each environment its own servers; the URLs carry the administration account.
+    assert services["mysql-blue"]["url"] != services["mysql-green"]["url"]
+    assert services["redis-blue"]["url"] != services["redis-green"]["url"]
+    for env in ("blue", "green"):
+        url = urlsplit(services[f"mysql-{env}"]["url"])
+        assert url.scheme == "mysql" and url.username == "root" and url.password
+        con = pymysql.connect(
+            host=url.hostname, port=url.port, user="root", password=unquote(url.password)
+        )
+        with con.cursor() as cur:
+            cur.execute("SELECT @@server_id, @@gtid_domain_id, @@log_bin, @@binlog_format")
+            server_id, domain, log_bin, fmt = cur.fetchone()
+        con.close()
+        assert (log_bin, fmt) == (1, "ROW") and server_id == domain
+    # The password is not empty over TCP any more.
+    with pytest.raises(pymysql.err.OperationalError):
+        url = urlsplit(services["mysql-green"]["url"])
+        pymysql.connect(host=url.hostname, port=url.port, user="root", password="")
+    shown = CliRunner().invoke(cli, ["sandbox", "up", "--dir", str(sandbox_world.dir), "--json"])
+    assert shown.exit_code == 0, shown.output[-2000:]
+    doc = json.loads(shown.stdout)
+    assert doc["services"]["mysql-green"]["url"] == services["mysql-green"]["url"]
+    assert doc["topology"] == "separate"
 
 
 def test_config_points_at_the_sandbox(sandbox_world: World) -> None:
@@ -150,12 +205,13 @@ def test_config_points_at_the_sandbox(sandbox_world: World) -> None:
     blue, green = settings.environment("blue"), settings.environment("green")
     assert blue.app_url == sandbox_world.url("app-blue")
     assert green.app_url == sandbox_world.url("app-green")
-    # Each environment has its own proxies in front of the shared servers.
+    # Each environment has its own network path to its own servers.
     assert blue.mysql.port != green.mysql.port
     assert blue.heavydb.port != green.heavydb.port
     assert not settings.shares_database("blue", "green", "mysql")
     assert blue.mysql.user == "tbs_app" and blue.mysql.recovery_user == "tbs_recovery"
-    assert blue.redis.url == green.redis.url == sandbox_world.url("redis")
+    assert blue.redis.url == sandbox_world.url("redis-blue")
+    assert green.redis.url == sandbox_world.url("redis-green")
     assert settings.traffic.kind == "http" and settings.traffic.url == sandbox_world.url("lb")
     assert settings.storage.bucket == "tbs-sandbox"
     assert settings.storage.endpoint_url == sandbox_world.url("s3")
@@ -263,7 +319,7 @@ def test_apps_ingest_into_both_databases(sandbox_world: World) -> None:
     live = f"SELECT COUNT(*) FROM trades WHERE trade_id >= {LIVE_ID_BASE}"
     before = _mysql_rows(env, live)[0][0]
     _poll(lambda: _mysql_rows(env, live)[0][0] >= before + 40, 15)
-    if "heavydb" in sandbox_world.services:
+    if "heavydb-green" in sandbox_world.services:
         heavy_before = _heavydb_rows(env, live)[0][0]
         _poll(lambda: _heavydb_rows(env, live)[0][0] >= heavy_before + 40, 15)
 
@@ -279,17 +335,21 @@ def test_login_through_the_lb_keeps_a_session_in_redis(sandbox_world: World) -> 
     login = httpx.post(f"{lb}/login", json={"username": "trader01", "password": "sandbox-trader"})
     assert login.status_code == 200, login.text
     session_id = login.json()["session_id"]
-    r = redis.Redis.from_url(sandbox_world.settings.environment("green").redis.url)
+    live = _lb_status(sandbox_world)["active"]
+    other = "blue" if live == "green" else "green"
+    r = redis.Redis.from_url(sandbox_world.settings.environment(live).redis.url)
     assert r.ttl(f"session:{session_id}") > 3000
-    # The session is shared: either environment recognises it.
-    for env in ("blue", "green"):
-        me = httpx.get(
-            f"{sandbox_world.url(f'app-{env}')}/api/me", headers={"X-Session-Id": session_id}
-        )
-        assert me.status_code == 200
-        assert me.json()["session"]["user"] == "trader01"
-        assert me.json()["served_by"] == env
-    query = 'max(tbs_active_sessions{env="blue"})'
+    # The session lives in the serving environment's Redis only.
+    assert not redis.Redis.from_url(sandbox_world.settings.environment(other).redis.url).exists(
+        f"session:{session_id}"
+    )
+    me = httpx.get(f"{lb}/api/me", headers={"Authorization": f"Bearer {session_id}"})
+    assert me.status_code == 200 and me.json()["served_by"] == live
+    direct = httpx.get(
+        f"{sandbox_world.url(f'app-{other}')}/api/me", headers={"X-Session-Id": session_id}
+    )
+    assert direct.status_code == 401
+    query = f'max(tbs_active_sessions{{env="{live}"}})'
     _poll(lambda: (_scalar(sandbox_world, query) or 0) >= 1, 15)
 
 
@@ -338,7 +398,7 @@ def test_db_down_on_green_leaves_blue_working(sandbox_world: World) -> None:
         with pytest.raises(pymysql.err.OperationalError):
             _mysql(green, timeout=3)
         assert _mysql_rows(blue, "SELECT 1") == [(1,)]
-        if "heavydb" in sandbox_world.services:
+        if "heavydb-green" in sandbox_world.services:
             with pytest.raises(Exception):  # noqa: B017 - the client raises several kinds
                 _heavydb_rows(green, "SELECT 1")
             assert _heavydb_rows(blue, "SELECT 1") == [(1,)]
@@ -361,7 +421,7 @@ def test_up_restarts_a_dead_service_only(sandbox_world: World) -> None:
     before = {n: s["pid"] for n, s in sandbox_world.services.items()}
     stop_pid(before["app-blue"])
     assert world.status(sandbox_world.dir)["app-blue"]["alive"] is False
-    info = world.up(sandbox_world.dir, rows=E2E_ROWS, prefect=False, log=lambda _: None)
+    info = world.up(sandbox_world.dir, rows=E2E_ROWS, log=lambda _: None)
     sandbox_world.info = info
     after = {n: s["pid"] for n, s in info["services"].items()}
     assert after["app-blue"] != before["app-blue"]
@@ -376,36 +436,23 @@ def test_up_restarts_a_dead_service_only(sandbox_world: World) -> None:
     assert _databases_ok(sandbox_world, health), health
 
 
-@pytest.mark.timeout(600)  # a fresh Prefect database takes minutes on a busy 2-core machine
-def test_prefect_server_joins_the_world(sandbox_world: World) -> None:
-    before = {n: s["pid"] for n, s in sandbox_world.services.items()}
-    info = world.up(sandbox_world.dir, rows=E2E_ROWS, prefect=True, log=lambda _: None)
-    assert "prefect" in info["services"]
-    for name, pid in before.items():
-        assert info["services"][name]["pid"] == pid, name
-    settings = load_settings(info["config"])
-    api_url = settings.prefect.api_url
-    assert api_url and api_url.startswith("http://127.0.0.1:")
-    assert httpx.get(f"{api_url}/health", timeout=10).json() is True
-    assert f'export PREFECT_API_URL="{api_url}"' in (sandbox_world.dir / "env.sh").read_text()
-    sandbox_world.info = info
-
-
 def test_zz_down_leaves_no_listener_and_up_resumes(sandbox_world: World) -> None:
     ports = sandbox_world.ports()
     assert listening(ports), "the world should be running before down"
     before = load_settings(sandbox_world.info["config"])
+    marker = f"e2e/kept-{time.time_ns()}.txt"
+    _s3(before).put_object(Bucket=before.storage.bucket, Key=marker, Body=b"kept")
     stopped = world.down(sandbox_world.dir)
-    assert set(stopped) >= {"mariadb", "app-blue", "app-green", "lb", "prometheus"}
+    assert set(stopped) >= {"mysql-blue", "mysql-green", "app-blue", "app-green", "lb", "prefect"}
     assert listening(ports) == []
     assert world.status(sandbox_world.dir) == {}
     assert world.down(sandbox_world.dir) == []
-    assert (sandbox_world.dir / "mariadb" / "data").is_dir()
+    assert (sandbox_world.dir / "mysql-green" / "data").is_dir()
 
     # The world is shared with other e2e modules: bring it back. Same ports, same configuration,
     # the data kept (nothing seeded again).
     lines: list[str] = []
-    info = world.up(sandbox_world.dir, rows=E2E_ROWS, prefect=False, log=lines.append)
+    info = world.up(sandbox_world.dir, rows=E2E_ROWS, log=lines.append)
     sandbox_world.info = info
     after = load_settings(info["config"])
     for env in ("blue", "green"):
@@ -416,3 +463,6 @@ def test_zz_down_leaves_no_listener_and_up_resumes(sandbox_world: World) -> None
     blue = after.environment("blue")
     seeded = _mysql_rows(blue, f"SELECT COUNT(*) FROM trades WHERE trade_id < {LIVE_ID_BASE}")
     assert seeded == [(E2E_ROWS,)]
+    # The object store kept its objects too (backups, evidence and the journal live there).
+    s3 = _s3(after)
+    assert s3.get_object(Bucket=after.storage.bucket, Key=marker)["Body"].read() == b"kept"

@@ -24,7 +24,7 @@ def _services(directory: Path, prefect: bool) -> None:
     def svc(name: str, port: int, **extra: str) -> Service:
         return Service(name, 1, "127.0.0.1", port, f"http://127.0.0.1:{port}", "", dict(extra))
 
-    services = {"mariadb": svc("mariadb", 1, socket=str(directory / "mysql.sock"))}
+    services = {"mysql-green": svc("mysql-green", 1, socket=str(directory / "mysql.sock"))}
     if prefect:
         services["prefect"] = svc("prefect", 4200, api_url=API)
     directory.mkdir(parents=True, exist_ok=True)
@@ -34,14 +34,14 @@ def _services(directory: Path, prefect: bool) -> None:
 def _world(directory: Path, prefect: bool) -> world._World:
     _services(directory, prefect)
     w = world._World(directory)
-    w.ports = {"mariadb": 1}
+    w.ports = {"mysql-green": 1}
     return w
 
 
 def test_without_prefect_nothing_is_provisioned_and_status_says_why(tmp_path: Path) -> None:
     w = _world(tmp_path, prefect=False)
     lines: list[str] = []
-    got = world._service_accounts(w, tmp_path / "tbs.toml", True, False, lines.append)
+    got = world._service_accounts(w, tmp_path / "tbs.toml", True, False, "separate", lines.append)
     assert got == {"provisioned": False, "why": world.NO_PREFECT}
     assert not (tmp_path / world.SECURITY_FILE).exists()
     assert "Secret blocks" in lines[0] and "rotate-credentials" in lines[0]
@@ -67,7 +67,9 @@ def test_with_prefect_it_provisions_once_then_changes_nothing(
         return subprocess.CompletedProcess(argv, 0, "", "")
 
     monkeypatch.setattr(world.subprocess, "run", run)
-    first = world._service_accounts(w, tmp_path / "tbs.toml", True, False, lambda _m: None)
+    first = world._service_accounts(
+        w, tmp_path / "tbs.toml", True, False, "separate", lambda _m: None
+    )
     assert first["provisioned"] is True and first["prefect_api"] == API
     assert first["blocks"] == world.SERVICE_ACCOUNT_BLOCKS
     (call,) = calls
@@ -77,12 +79,14 @@ def test_with_prefect_it_provisions_once_then_changes_nothing(
     assert world.security_status(tmp_path) == world._security_summary(marker)
 
     # a later up: the accounts are still there -> no provisioning, the marker stays as it was
-    again = world._service_accounts(w, tmp_path / "tbs.toml", True, True, lambda _m: None)
+    again = world._service_accounts(
+        w, tmp_path / "tbs.toml", True, True, "separate", lambda _m: None
+    )
     assert again == first and len(calls) == 1
     assert json.loads((tmp_path / world.SECURITY_FILE).read_text()) == marker
 
     # they are gone (a Prefect database deleted, say): provisioned again
-    world._service_accounts(w, tmp_path / "tbs.toml", True, False, lambda _m: None)
+    world._service_accounts(w, tmp_path / "tbs.toml", True, False, "separate", lambda _m: None)
     assert len(calls) == 2
 
     shown = CliRunner().invoke(app, ["sandbox", "status", "--dir", str(tmp_path)])
@@ -98,7 +102,7 @@ def test_a_failed_provisioning_fails_up_with_its_one_line(
         world.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 1, "", err)
     )
     with pytest.raises(world.WorldError, match="provision failed: mysql service account tbs_svc"):
-        world._service_accounts(w, tmp_path / "tbs.toml", True, False, lambda _m: None)
+        world._service_accounts(w, tmp_path / "tbs.toml", True, False, "separate", lambda _m: None)
     assert not (tmp_path / world.SECURITY_FILE).exists()
     assert world.security_status(tmp_path)["provisioned"] is False
 
@@ -113,6 +117,8 @@ def test_without_heavydb_only_the_mysql_account_is_provisioned(
         "run",
         lambda argv, **kw: argvs.append(argv) or subprocess.CompletedProcess(argv, 0, "", ""),
     )
-    got = world._service_accounts(w, tmp_path / "tbs.toml", False, False, lambda _m: None)
+    got = world._service_accounts(
+        w, tmp_path / "tbs.toml", False, False, "separate", lambda _m: None
+    )
     assert list(got["blocks"]) == ["mysql"]
     assert argvs[0][-2:] == ["--engine", "mysql"] and "heavydb" not in argvs[0]

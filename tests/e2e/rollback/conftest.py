@@ -1,10 +1,9 @@
-"""A sandbox world with its Prefect server, a runner and a watchdog, for the rollback drills.
+"""The rollback drills' `Drill` (the watchdog beside the world's executor), on the session world.
 
-The session world of tests/e2e/conftest.py runs without Prefect; the rollback needs the whole
-loop (event -> automation -> flow run), so this folder brings up its own world once per session
-(`prefect=True`) and one `Drill` (runner + watchdog) that every test reuses.
-
-Set TBS_E2E_ROLLBACK_DIR to reuse a running world (it is then left running).
+The session world of tests/e2e/conftest.py runs its Prefect server with prefect.yaml deployed
+and the executor running, the whole loop a rollback needs (event -> automation -> flow run);
+these tests run after every other e2e test (they move traffic and inject faults) and share one
+`Drill`.
 """
 
 from __future__ import annotations
@@ -13,22 +12,18 @@ import json
 import os
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flows.rollback_drill import Drill
-from sandbox import world
+from tests.e2e.conftest import World
 
 
 @pytest.fixture(scope="session")
-def rollback_drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
-    given = os.environ.get("TBS_E2E_ROLLBACK_DIR")
-    directory = Path(given) if given else tmp_path_factory.mktemp("rollback-world")
-    info = world.up(directory.resolve(), rows=2000, prefect=True, log=lambda _m: None)
+def rollback_drill(sandbox_world: World) -> Iterator[Drill]:
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "TBS_CONFIG")}
-    drill = Drill(str(info["config"]), directory.resolve())
+    drill = Drill(sandbox_world.config, sandbox_world.dir.resolve())
     try:
         yield drill
     finally:
@@ -41,8 +36,6 @@ def rollback_drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
         from prefect.context import refresh_global_settings_context
 
         refresh_global_settings_context()
-        if not given:
-            world.down(directory.resolve())
 
 
 def deliveries(drill: Drill, incident_id: str) -> list[dict[str, Any]]:

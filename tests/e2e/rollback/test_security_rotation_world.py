@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[3]
 ENGINES = ("mysql", "heavydb")
-SERVER = {"mysql": "mariadb", "heavydb": "heavydb"}  # engine -> the world's service
+SERVER = {
+    engine: world.store_service(engine, world.SERVICE_ACCOUNT_ENV, "separate") for engine in ENGINES
+}  # engine -> the world's server holding the service accounts
 
 
 class _Passwords:
