@@ -1,5 +1,8 @@
-"""When things run: the deployments, their automations (event triggers) and the runner.
+"""When things run: prefect.yaml (the one declaration of the deployments, their schedules and
+their automations) and the code around it.
 
-`specs` is the single source of the deployments; `prefect.yaml` at the repository root declares
-the same ones for `prefect deploy` (a unit test keeps the two in step); `runner` serves them.
+- `declared`: prefect.yaml read into typed records, for everything that needs the list;
+- `deploy`: registers it with a Prefect server (`tbs-emergency deploy`);
+- `steps`: the pull step every run starts with (`enter_project`);
+- `runner`: the executor of the work pool's runs (`tbs-emergency runner`).
 """

@@ -136,6 +136,20 @@ class Drill:
 
         if self.runner is not None and self.runner.poll() is None:
             return
+        from sandbox.proc import load_services
+
+        executor = load_services(self.dir / "services.json").get("executor")
+        if executor is not None and executor.alive():
+            # The world's own executor (sandbox up deployed prefect.yaml and started it): the
+            # production path. The drill only checks that the automation is there.
+            with get_client(sync_client=True) as client:
+                names = {a.name for a in client.read_automations()}
+            if "tbs: trigger fired -> emergency rollback" not in names:
+                raise DrillError(
+                    "the world's Prefect server has no rollback automation: run sandbox up"
+                )
+            self.log(f"the world's executor runs (pid {executor.pid}); automations applied")
+            return
         log_path = self.dir / "logs" / "rollback-runner.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_bytes(b"")
@@ -143,7 +157,14 @@ class Drill:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(log_path, "ab") as out:
             self.runner = subprocess.Popen(
-                [sys.executable, "-m", "deployments.runner", "--config", self.config_path],
+                [
+                    sys.executable,
+                    "-m",
+                    "deployments.runner",
+                    "--config",
+                    self.config_path,
+                    "--deploy",
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -358,7 +358,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _ports_of(service: Service) -> list[int]:
-    ports = [service.port]
+    ports = [service.port] if service.port else []
     for key, value in service.extra.items():
         if key.endswith("_port") and str(value).isdigit() and int(value) > 0:
             ports.append(int(value))
@@ -367,6 +367,9 @@ def _ports_of(service: Service) -> list[int]:
 
 def _healthy(service: Service) -> bool:
     # The main port only: a network path's proxies are closed on purpose during a db-down fault.
+    # A service without a port (the executor polls its work pool) is healthy while it runs.
+    if not service.port:
+        return service.alive()
     return service.alive() and port_open(service.host, service.port)
 
 
@@ -1145,10 +1148,79 @@ def _resume(pid: int) -> None:
         os.killpg(pid, signal.SIGCONT)
 
 
-def _deploy_and_execute(world: _World, config: Path, log: Log) -> dict[str, Any] | None:
-    """Register prefect.yaml's deployments on the world's Prefect server, the way production
-    does (`tbs-emergency deploy`), and run the executor that executes them."""
-    return None
+def _deploy_and_execute(world: _World, config: Path, log: Log) -> dict[str, Any]:
+    """Register prefect.yaml on the world's Prefect server with the command production uses
+    (`tbs-emergency deploy`), then run the executor of its work pool (`tbs-emergency runner`).
+
+    The registration is skipped while prefect.yaml, the configuration path and the server are
+    those of the last one and the executor still runs (a warm `up` stays fast); `deploy` is
+    idempotent anyway.
+    """
+    from deployments import runner
+
+    prefect = world.services["prefect"]
+    api = str(prefect.extra["api_url"])
+    project = ROOT / "prefect.yaml"
+    signature = _signature(api, str(config), project.read_text(), prefect.pid)
+    marker_path = world.dir / "deployed.json"
+    marker = _read_json(marker_path)
+    executor = world.services.get("executor")
+    executor_ok = executor is not None and executor.alive() and executor.extra.get("api") == api
+    if marker.get("signature") != signature or not executor_ok:
+        t0 = time.monotonic()
+        argv = [str(Path(sys.executable).with_name("tbs-emergency")), "deploy"]
+        argv += ["--api", api, "--config", str(config), "--json"]
+        env = dict(os.environ, PREFECT_API_URL=api, PREFECT_LOGGING_LEVEL="WARNING")
+        env.pop("TBS_CONFIG", None)
+        try:
+            done = subprocess.run(
+                argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise WorldError("deploy: took over 600 s") from None
+        if done.returncode != 0:
+            lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+            raise WorldError(f"deploy: {lines[-1] if lines else f'exit {done.returncode}'}")
+        try:
+            report = json.loads(done.stdout[done.stdout.index("{") :])
+        except ValueError:
+            raise WorldError(f"deploy: unreadable answer: {done.stdout[-200:]}") from None
+        marker = {
+            "signature": signature,
+            "api": api,
+            "deployments": [d.get("name") for d in report.get("deployments", [])],
+            "automations": len(report.get("automations", [])),
+            "work_pool": report.get("work_pool"),
+        }
+        _write_json(marker_path, marker)
+        log(
+            f"deploy: {len(marker['deployments'])} deployments, {marker['automations']}"
+            f" automations on {api} in {time.monotonic() - t0:.1f}s (work pool"
+            f" {marker['work_pool']})"
+        )
+    if not executor_ok:
+        if executor is not None:
+            if pid_alive(executor.pid):
+                _resume(executor.pid)
+                stop_pid(executor.pid)
+            world.forget("executor")
+        t0 = time.monotonic()
+        log_path = world.dir / "executor" / "executor.log"
+        proc = runner.spawn(api, str(config), log_path, env={"PREFECT_LOGGING_LEVEL": "INFO"})
+        service = Service(
+            "executor",
+            proc.pid,
+            LOOPBACK,
+            0,  # it listens nowhere: it polls the work pool
+            api,
+            str(log_path),
+            {"api": api, "log": str(log_path)},
+        )
+        world.record(service)
+        log(f"executor: started in {time.monotonic() - t0:.1f}s (pid {proc.pid}, log {log_path})")
+    else:
+        log(f"executor: running (pid {world.services['executor'].pid})")
+    return {**marker, "executor": world.services["executor"].pid}
 
 
 def _preload(rows: int, with_heavydb: bool) -> None:

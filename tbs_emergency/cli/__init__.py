@@ -17,6 +17,7 @@ import typer
 from tbs_emergency.cli import (
     core_cmds,
     database_cmds,
+    deploy_cmds,
     integrity_cmds,
     recovery_cmds,
     rollback_cmds,
@@ -50,6 +51,7 @@ for module in (
     integrity_cmds,
     validation_cmds,
     security_cmds,
+    deploy_cmds,
 ):
     module.register(app)
 

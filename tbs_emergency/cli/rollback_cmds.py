@@ -8,7 +8,7 @@
                                    ./db-emergency-readonly.sh --heavydb --mysql
     sessions preserve              ./preserve-sessions.sh --backup --verify
     watch                          the watchdog (auto-rollback triggers)
-    runner                         serve the deployments and their automations
+    runner                         execute the work pool's runs (prefect.yaml's deployments)
     ack INCIDENT --by NAME         acknowledge an incident (stops the escalation)
     drill rollback --scenario S    the unattended rollback drill in the sandbox
 
@@ -19,6 +19,7 @@ which are the long-running processes that start flows.
 from __future__ import annotations
 
 import getpass
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -273,15 +274,35 @@ def watch(
 
 
 def runner(
-    start: Annotated[str, typer.Option("--start", help="thread | forkserver | spawn")] = "thread",
+    start: Annotated[
+        str, typer.Option("--start", help="thread (fast, default) | process (one per run)")
+    ] = "thread",
     poll: Annotated[float, typer.Option("--poll", help="seconds between polls")] = 0.25,
+    pool: Annotated[
+        str | None, typer.Option("--pool", help="work pool (default: prefect.yaml's)")
+    ] = None,
+    max_lateness: Annotated[
+        float,
+        typer.Option("--max-lateness", help="cancel emergency-rollback runs due longer ago (s)"),
+    ] = 300.0,
+    deploy_first: Annotated[
+        bool, typer.Option("--deploy", help="register prefect.yaml first (as `deploy`)")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve the deployments (creating their automations) and start triggered runs fast."""
-    load(config)
+    """Execute every run of the work pool (prefect.yaml's deployments), starting them fast."""
+    settings = load(config)
+    if start not in ("thread", "process"):
+        raise fail(f"--start must be thread or process, not {start!r}", 2)
+    if not os.environ.get("PREFECT_API_URL") and settings.prefect.api_url:
+        os.environ["PREFECT_API_URL"] = settings.prefect.api_url
     from deployments.runner import main as runner_main
 
-    args = ["--start", start, "--poll", str(poll)]
+    args = ["--start", start, "--poll", str(poll), "--max-lateness", str(max_lateness)]
+    if pool:
+        args += ["--pool", pool]
+    if deploy_first:
+        args.append("--deploy")
     if cfg := config_path(config):
         args += ["--config", str(Path(cfg).resolve())]
     runner_main(args)
