@@ -99,6 +99,12 @@ def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     yield from _world(directory, prefect=True, topology="separate")
 
 
+@pytest.fixture(scope="session")
+def prefect_world(sandbox_world: World) -> World:
+    """The session world, named for the tests that need its Prefect server and executor."""
+    return sandbox_world
+
+
 @pytest.fixture(scope="module")
 def shared_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The shared topology (no Prefect: its tests run no deployment), for one module at a time."""
