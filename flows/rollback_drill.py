@@ -3,8 +3,9 @@
 `run_drill(scenario)` does, against a running sandbox world with its Prefect server:
 
 1. reset: faults cleared, traffic back on green, the trigger rules quiet (their windows clean);
-2. the runner (`deployments.runner`, which applies the deployments and their automations) and
-   the watchdog are started unless already running;
+2. the executor: the world's own (`sandbox up` registered prefect.yaml with `tbs-emergency
+   deploy` and started it), else one started here with `--deploy`; the watchdog is started
+   unless already running;
 3. the scenario's fault is injected into green (or blue, for the negative cases) -> `t_fault`;
 4. the watchdog fires -> automation -> `emergency_rollback` run; the drill waits for the
    incident's journal to say resolved or escalated;
