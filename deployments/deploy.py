@@ -91,10 +91,6 @@ class DeployReport:
     deployments: list[DeploymentRecord] = field(default_factory=list)
     automations: list[AutomationRecord] = field(default_factory=list)
 
-    @property
-    def changed(self) -> bool:
-        return self.work_pool_created or any(a.status != "unchanged" for a in self.automations)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "api": self.api_url,

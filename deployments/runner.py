@@ -24,18 +24,22 @@ Two things change:
    worker's child process would make), driven by Prefect's `FlowRunExecutor` like a process
    (state proposals, crash inference, cancellation through its `ProcessManager`). No
    interpreter start, no re-import of Prefect and the drivers, no new API client: measured by
-   bench/trigger_latency.py, a few hundred milliseconds from the event to the flow's first line
-   instead of several seconds. Connections a rollback needs are opened at start
-   (`warm_connections`). A run goes to a process (Prefect's own path, exactly what
-   `prefect worker start` does) whenever running it here could differ from running it there:
-   a pull step other than ours, a project directory other than this checkout, job-variable
-   environment values (TBS_CONFIG...) other than this process's, an explicit command, or a
-   flow this process cannot import. The price of a thread: no process isolation. Cancellation
-   raises Prefect's TerminationSignal in the run's thread (the engine then records Cancelled and
-   runs on_cancellation hooks, as it does for a process); code blocked in a C call sees it only
-   when the call returns, and a thread cannot be killed: a run that ignores it keeps its thread
-   until it ends (its state is Cancelled regardless). A crash of the interpreter takes the
-   runner down; its supervisor restarts it and the runs it left behind are recovered (below).
+   bench/trigger_latency.py, about 0.6 s from the event to the flow's first line instead of
+   about 7 s with `prefect worker start` (2-core machine, local server). Connections a
+   rollback needs are opened at start (`warm_connections`).
+   A run goes to a process (Prefect's own path, exactly what `prefect worker start` does)
+   whenever running it here could differ from running it there: a pull step other than ours,
+   a project directory other than this checkout, job-variable environment values
+   (TBS_CONFIG...) other than this process's, an explicit command, a flow this process cannot
+   import.
+   The price of a thread: no process isolation. Cancellation raises Prefect's
+   TerminationSignal in the run's thread (the engine then records Cancelled and runs the
+   on_cancellation hooks, as it does in a process); code blocked in a C call sees it only when
+   the call returns, and a thread cannot be killed: a run that ignores it keeps its thread
+   until it ends (its state is Cancelled regardless). Stopping the runner stops its runs
+   (Crashed, as a worker's processes are). A crash of the interpreter takes the runner down;
+   its supervisor restarts it and the runs it left behind are recovered (below). The flows'
+   code is imported once: restart the runner after changing it (a process run loads it anew).
    `--start process`: every run in a process of its own, as `prefect worker start` does.
 2. Stale emergencies do not run late: a run of `emergency-rollback` whose scheduled start is
    more than `--max-lateness` seconds (default 300) in the past when this executor picks it up
@@ -169,6 +173,9 @@ def poll_seconds(default: float = DEFAULT_POLL_S) -> float:
 # one each, so the engine's lookup is extended to consult this first (`_patch_engine`).
 _THREAD_INTENTS: dict[int, str] = {}
 _ENGINE_PATCHED = False
+# Set while the worker shuts down: its process manager then stops the runs in flight, which is
+# not a cancellation (nobody asked for one): they end Crashed, as a worker's child processes do.
+_SHUTTING_DOWN = threading.Event()
 
 
 def _patch_engine() -> None:
@@ -252,12 +259,14 @@ class ThreadRun:
             _THREAD_INTENTS.pop(threading.get_ident(), None)
 
     def cancel(self) -> bool:
-        """Deliver "cancel" to the run's thread; False if it is not running."""
+        """Deliver "cancel" to the run's thread (during shutdown: a bare termination, which the
+        engine reports as a crash); False if it is not running."""
         ident = self._thread.ident
         if ident is None or not self._thread.is_alive():
             return False
-        self.cancel_requested = True
-        _THREAD_INTENTS[ident] = "cancel"
+        if not _SHUTTING_DOWN.is_set():
+            self.cancel_requested = True
+            _THREAD_INTENTS[ident] = "cancel"
         done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(ident), ctypes.py_object(_thread_cancelled())
         )
@@ -419,7 +428,13 @@ def _worker_class() -> type:
                 )
             except Exception as exc:  # recovery must not keep the runner from serving
                 log.warning("recovering orphaned runs failed: %s", exc)
-            await _report_missing(self.client, self._work_pool_name, self.declared)
+            await _report_missing(
+                self.client, self._work_pool_name, self.declared, threads=self._ctx is not None
+            )
+
+        async def teardown(self, *exc_info: Any) -> None:
+            _SHUTTING_DOWN.set()
+            await super().teardown(*exc_info)
 
         async def deployment_name(self, deployment_id: UUID | None) -> str | None:
             if deployment_id is None:
@@ -752,8 +767,12 @@ async def serve_pool(
         await worker.start(printer=announce)
 
 
-async def _report_missing(client: Any, pool: str, declared: Sequence[str]) -> None:
-    """Say which prefect.yaml deployments are not registered in the pool (run `deploy`)."""
+async def _report_missing(
+    client: Any, pool: str, declared: Sequence[str], *, threads: bool = True
+) -> None:
+    """Say which prefect.yaml deployments are not registered in the pool (run `deploy`), and
+    which will start their runs in a process because their recorded environment (TBS_CONFIG,
+    TBS_EMERGENCY_HOME) is not this runner's: the fast path must not be lost silently."""
     from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
 
     try:
@@ -767,6 +786,19 @@ async def _report_missing(client: Any, pool: str, declared: Sequence[str]) -> No
     if missing:
         log.warning(
             "not registered in pool %s (run `tbs-emergency deploy`): %s", pool, ", ".join(missing)
+        )
+    differ: dict[str, list[str]] = {}
+    for dep in found if threads else ():
+        env = (dep.job_variables or {}).get("env") or {}
+        for key, value in env.items():
+            if value is not None and not _same(os.environ.get(key), str(value)):
+                differ.setdefault(f"{key}={value}", []).append(dep.name)
+    for setting, names in differ.items():
+        log.warning(
+            "runs of %s start in a process: they are registered with %s, this runner has %s",
+            ", ".join(sorted(names)),
+            setting,
+            os.environ.get(setting.split("=", 1)[0], "(unset)"),
         )
 
 

@@ -7,8 +7,9 @@ prefect.yaml declares it as
           directory: "{{ $TBS_EMERGENCY_HOME }}"
 
 `tbs-emergency deploy` writes the literal project directory there instead of the template.
-Prefect resolves the template in the run's environment (the deployment's job variables set
-TBS_EMERGENCY_HOME and TBS_CONFIG), then calls `enter_project` before the flow is loaded.
+`prefect deploy` resolves the template when it registers the deployment if TBS_EMERGENCY_HOME
+is set then; otherwise the template stays and is resolved in the run's environment (which the
+deployment's job variables set). Prefect calls `enter_project` before the flow is loaded.
 
 Why not Prefect's `set_working_directory`: with the variable unset the template becomes "",
 `os.chdir` lands in the run's temporary directory, the step reports success and the run

@@ -125,7 +125,7 @@ def incident(prefect_world: Any) -> str:
     journal = Journal(Connectors(load_settings(prefect_world.config)).store())
     inc = Incident(
         id=f"inc-e2edeploy-{uuid.uuid4().hex[:6]}",
-        severity=Severity.P3,
+        severity=Severity.P2,
         trigger="e2e deploy test",
         opened_at=utcnow(),
         decided_by="e2e deploy test",
