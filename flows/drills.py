@@ -12,7 +12,7 @@ Review", "Emergency Contact Verification: Weekly").
 - `quarterly_review` (09:00 UTC on the 24th of Jan/Apr/Jul/Oct): the review checklist, filled in
   from the records.
 
-Schedules: `deployments/drills.yaml`.
+Schedules: prefect.yaml (the one declaration of deployments).
 
 Every drill writes a record to `drills/history/<drill>/<timestamp>.json`, its report to
 `drills/reports/...` and a chart of the RTO/RPO trend against the runbook's targets (15 minutes

@@ -15,7 +15,7 @@ runs are scheduled (`flows.followups.schedule_followups`); a failure to schedule
 the result and journaled, never fatal to the report.
 
 Started: at the end of an incident (automation on `tbs.incident.resolved`, see
-deployments/drills.yaml), by `tbs-emergency report INCIDENT_ID`, and after each completed review.
+prefect.yaml), by `tbs-emergency report INCIDENT_ID`, and after each completed review.
 """
 
 from __future__ import annotations

@@ -1,83 +1,33 @@
-"""The drill schedules are what the runbook says: the entries of prefect.yaml (once merged
-there; deployments/drills.yaml until then, and the two must agree) deployed to a Prefect server
-and read back from it."""
+"""The drill schedules are what the runbook says: prefect.yaml's entries as the world's Prefect
+server holds them after `sandbox up` registered prefect.yaml with `tbs-emergency deploy` (the
+production path), read back from the server."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from deployments import declared
 from tests.e2e.test_validation_fixtures import prefect_api
 
-# The first test may start a Prefect server (minutes on a loaded machine): a longer timeout.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
-
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT / "deployments" / "drills.yaml"
-PREFECT_YAML = ROOT / "prefect.yaml"
-
-
-def _entries() -> list[dict[str, Any]]:
-    """Our deployment entries as prefect.yaml has them (drills.yaml's where not merged yet)."""
-    ours = yaml.safe_load(SPEC.read_text())["deployments"]
-    merged = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
-    return [merged.get(d["name"], d) for d in ours]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def api(request: pytest.FixtureRequest) -> str:
-    return prefect_api(request)  # a Prefect server only: the schedules need no sandbox world
+    return prefect_api(request)
 
 
-def _deploy_all() -> dict[str, str]:
-    """Apply the scheduled entries of drills.yaml (concurrently): name -> 'flow/deployment'.
-
-    A schedule entry becomes what `prefect deploy` makes of it: a CronSchedule with the entry's
-    cron and timezone, active as the entry says."""
-    from prefect.client.schemas.schedules import CronSchedule
-    from prefect.flows import load_flow_from_entrypoint
-
-    names, deployments = {}, []
-    for d in _entries():
-        if not d.get("schedules"):
-            continue
-        path, func = d["entrypoint"].split(":")
-        flow = load_flow_from_entrypoint(f"{ROOT / path}:{func}", use_placeholder_flow=False)
-        schedules = [
-            {
-                "schedule": CronSchedule(cron=s["cron"], timezone=s.get("timezone")),
-                "active": s.get("active", True),
-            }
-            for s in d["schedules"]
-        ]
-        deployments.append(
-            flow.to_deployment(
-                name=d["name"],
-                schedules=schedules or None,
-                tags=d.get("tags"),
-                description=d.get("description"),
-            )
-        )
-        names[d["name"]] = f"{flow.name}/{d['name']}"
-
-    async def apply() -> None:
-        await asyncio.gather(*(dep.aapply() for dep in deployments))
-
-    asyncio.run(apply())
-    return names
-
-
-async def _read(names: dict[str, str]) -> dict[str, Any]:
+async def _read() -> dict[str, Any]:
+    """deployment name -> the deployment the world's server holds."""
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return {n: await client.read_deployment_by_name(full) for n, full in names.items()}
+        return {d.name: d for d in await client.read_deployments()}
 
 
 def _next(cron: str, tz: str, n: int = 8) -> list[datetime]:
@@ -88,7 +38,9 @@ def _next(cron: str, tz: str, n: int = 8) -> list[datetime]:
 
 
 def test_schedules_read_from_the_server_are_the_runbooks(api: str) -> None:
-    deployed = asyncio.run(_read(_deploy_all()))
+    deployed = asyncio.run(_read())
+    project = declared.load()
+    assert {d.name for d in project.deployments} <= set(deployed), "prefect.yaml not deployed"
     sched = {}
     for name, dep in deployed.items():
         active = [s for s in dep.schedules if s.active]
@@ -118,20 +70,10 @@ def test_schedules_read_from_the_server_are_the_runbooks(api: str) -> None:
     assert [r.month for r in runs] == [4, 7, 10, 1] and all(r.day == 24 for r in runs)
 
 
-def test_drills_yaml_entries_are_complete_and_merged_unchanged() -> None:
-    doc = yaml.safe_load(SPEC.read_text())
-    by = {d["name"]: d for d in doc["deployments"]}
-    merged = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
-    for name, d in by.items():
-        if name in merged:
-            assert merged[name] == d, f"prefect.yaml's {name} differs from deployments/drills.yaml"
-    for d in by.values():
-        assert d["work_pool"]["name"] == "tbs-emergency"
-        assert (ROOT / d["entrypoint"].split(":")[0]).exists()
-        for s in d.get("schedules", []):
-            assert s["timezone"] == "UTC"
+def test_declared_entries_are_complete() -> None:
+    by = {d.name: d for d in declared.load().deployments}
     for name in ("recovery-validation", "incident-report", "incident-followup"):
-        assert "schedules" not in by[name], "on demand or event driven"
-    trig = by["incident-report"]["triggers"][0]
-    assert trig["expect"] == ["tbs.incident.resolved"]
-    assert trig["parameters"]["params"]["incident_id"] == "{{ event.resource['tbs.incident.id'] }}"
+        assert not by[name].schedules, "on demand or event driven"
+    (trig,) = by["incident-report"].triggers
+    assert trig.expect == ("tbs.incident.resolved",)
+    assert trig.parameters["params"]["incident_id"] == "{{ event.resource['tbs.incident.id'] }}"

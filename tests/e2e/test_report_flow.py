@@ -42,10 +42,20 @@ def config(sandbox_world: World, tmp_path_factory: pytest.TempPathFactory) -> st
 
 @pytest.fixture(scope="module")
 def followup_deployment(api: str) -> str:
-    from flows.followups import incident_followup
+    """The follow-up deployment `sandbox up` registered from prefect.yaml (`tbs-emergency
+    deploy`): the report schedules its reviews as runs of it."""
+    import asyncio
 
-    incident_followup.to_deployment(name="incident-followup").apply()
-    return "incident_followup/incident-followup"
+    from prefect.client.orchestration import get_client
+
+    name = "incident_followup/incident-followup"
+
+    async def read() -> Any:
+        async with get_client() as client:
+            return await client.read_deployment_by_name(name)
+
+    assert asyncio.run(read()).work_pool_name == "tbs-emergency"
+    return name
 
 
 def _incident(config: str, ago: timedelta) -> tuple[Incident, Journal, Connectors]:

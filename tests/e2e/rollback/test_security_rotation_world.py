@@ -1,5 +1,5 @@
 """Credential rotation in a world just brought up with its Prefect server: nothing provisioned by
-hand (`sandbox up` did it), the runner serves `rotate-credentials` (deployments/specs.py) with
+hand (`sandbox up` did it), the world's executor runs `rotate-credentials` (prefect.yaml) with
 the `tbs.security.alert` automation, the CLI rotates too, and a second `up` changes nothing.
 
 Passwords stay inside `_Passwords` (its repr hides them), so no assertion message shows one.
