@@ -1588,10 +1588,20 @@ def create_app(cfg: AppConfig) -> Starlette:
         # Writes, probes, flushes and API reads each hold a thread while the database
         # answers; the default pool (cores + 4) would make a slow database stall all of them.
         loop.set_default_executor(ThreadPoolExecutor(max_workers=16, thread_name_prefix="db"))
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        # A restarted Redis (redis-down, then clear) leaves the pool's connections dead: a
+        # request retries on a fresh one instead of failing, as a production client would.
         state.redis = aioredis.Redis.from_url(
             cfg.redis_url,
             socket_timeout=cfg.probe_timeout,
             socket_connect_timeout=cfg.probe_timeout,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=5,
         )
         if cfg.netpath_url:
             state.netpath = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))

@@ -166,7 +166,10 @@ def test_report_is_rendered_stored_and_schedules_the_reviews(
     assert abs((r72 - (inc.opened_at + timedelta(hours=72))).total_seconds()) < 1
     assert abs((r1w - (inc.opened_at + timedelta(weeks=1))).total_seconds()) < 1
     assert abs((r24 - datetime.now(UTC)).total_seconds()) < 120, "overdue: scheduled now"
-    assert all(r.state_type.value == "SCHEDULED" for r in runs.values())
+    # the later reviews wait for their time; the overdue one may already have been picked up by
+    # the world's executor (it executes every deployment of prefect.yaml)
+    later = (runs[f"followup-72h-{inc.id}"], runs[f"followup-1w-{inc.id}"])
+    assert all(r.state_type.value == "SCHEDULED" for r in later)
     # rendering again schedules nothing twice
     again = incident_report(
         IncidentReportParams(

@@ -1,7 +1,7 @@
 """Shared pieces of the validation/drill/report e2e tests (no tests here).
 
-- `prefect_api(request)`: the Prefect API for flow runs: `PREFECT_API_URL` when set, else the
-  session world's own Prefect server (deployed from prefect.yaml, the production path).
+- `prefect_api(request)`: the Prefect API for a module's flow runs: `PREFECT_API_URL` when set,
+  else the session world's own Prefect server (deployed from prefect.yaml, the production path).
 - `validation_config(world, tmp)`: a copy of the world's `tbs.toml`, whose `[validation]` section
   is sized for the sandbox (sandbox.world), with extra sections or a narrower strategy list.
 - sink and store helpers.
@@ -18,25 +18,22 @@ import pytest
 
 from tests.e2e.conftest import World
 
-_API: dict[str, Any] = {}
-
 
 def prefect_api(request: pytest.FixtureRequest) -> str:
-    """A Prefect API URL for this session's flow runs (see the module docstring)."""
+    """The Prefect API for the calling module's flow runs: `PREFECT_API_URL` when set, else the
+    session world's own server (deployed from prefect.yaml: the production path). The setting
+    holds until the requesting fixture's scope ends (a module), never beyond: other modules
+    (the unit tests' "no API configured" cases, say) must not inherit it."""
     given = os.environ.get("PREFECT_API_URL")
     if given:
         return given
-    if "url" not in _API:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        world: World = request.getfixturevalue("sandbox_world")
-        # For the rest of the session, as prefect_test_harness would: flows run in this process
-        # (CLI commands through CliRunner, flow calls) report to the world's server.
-        settings = temporary_settings(updates={PREFECT_API_URL: world.api_url})
-        settings.__enter__()
-        _API["url"] = world.api_url
-        request.config.add_cleanup(lambda: settings.__exit__(None, None, None))
-    return str(_API["url"])
+    world: World = request.getfixturevalue("sandbox_world")
+    settings = temporary_settings(updates={PREFECT_API_URL: world.api_url})
+    settings.__enter__()
+    request.addfinalizer(lambda: settings.__exit__(None, None, None))
+    return world.api_url
 
 
 def validation_config(

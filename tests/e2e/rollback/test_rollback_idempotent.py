@@ -3,6 +3,7 @@ touches nothing; the command-reference commands act through their flows."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -79,10 +80,14 @@ def test_redirect_commands(rollback_drill: Drill) -> None:
     r = runner.invoke(app, ["--config", cfg, "redirect", "blue", "--json"])
     assert r.exit_code == 0, r.output
     assert rollback_drill.conn.traffic().active() == "blue"
+    # green's own MariaDB (separate stores): read-only for real, then writable again
     r = runner.invoke(app, ["--config", cfg, "readonly", "on", "--mysql", "--json"])
-    assert r.exit_code == 0, r.output  # shared server: skipped with its reason, nothing changed
-    assert "left writable" in r.output
-    r = runner.invoke(app, ["--config", cfg, "sessions", "preserve", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout[r.stdout.index("{") :])["databases"]["mysql"]["read_only"] is True
+    r = runner.invoke(app, ["--config", cfg, "readonly", "off", "--mysql", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout[r.stdout.index("{") :])["databases"]["mysql"]["read_only"] is False
+    r = runner.invoke(app, ["--config", cfg, "sessions", "preserve", "--dry-run", "--json"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["--config", cfg, "redirect", "green", "--json"])
     assert r.exit_code == 0 and rollback_drill.conn.traffic().active() == "green"
