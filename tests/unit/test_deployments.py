@@ -253,13 +253,21 @@ def test_deploy_needs_an_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "no Prefect API" in result.output
 
 
-def test_deploy_against_an_unreachable_api_says_so_in_one_line(tmp_path: Path) -> None:
+def test_deploy_against_an_unreachable_api_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sandbox.proc import free_port
     from tbs_emergency.cli import app
 
+    # whatever configuration an earlier test of the session left in the environment
+    monkeypatch.delenv("TBS_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
     api = f"http://127.0.0.1:{free_port()}/api"
     result = CliRunner().invoke(app, ["deploy", "--api", api])
-    assert result.exit_code == 1
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), repr(result.exception)
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert lines == [f"error: Prefect API {api} is unreachable: All connection attempts failed"]
 

@@ -87,7 +87,5 @@ def test_redirect_commands(rollback_drill: Drill) -> None:
     r = runner.invoke(app, ["--config", cfg, "readonly", "off", "--mysql", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout[r.stdout.index("{") :])["databases"]["mysql"]["read_only"] is False
-    r = runner.invoke(app, ["--config", cfg, "sessions", "preserve", "--dry-run", "--json"])
-    assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["--config", cfg, "redirect", "green", "--json"])
     assert r.exit_code == 0 and rollback_drill.conn.traffic().active() == "green"
