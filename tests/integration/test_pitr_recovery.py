@@ -133,6 +133,11 @@ def test_recovery_to_a_random_instant_equals_a_snapshot_taken_then(
             before = n
         if now >= deadline:
             break
+        if snapshot is None and target - now < timedelta(seconds=0.25):
+            # A statement begun just before T may carry T's second in the binary log (its own
+            # start time) while the check before it saw T-1: no write at the boundary, so the
+            # snapshot is exactly what a recovery to T must give.
+            continue
         _write(cur, rng, n)
         n += 1
     con.close()
