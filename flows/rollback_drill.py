@@ -213,7 +213,7 @@ class Drill:
     # -- one drill ---------------------------------------------------------------------------------
 
     def reset(self, timeout: float = 120.0) -> None:
-        """Faults cleared, traffic on green, no open incident, every rule quiet.
+        """Faults cleared, green writable, traffic on green, no open incident, every rule quiet.
 
         The watchdog is paused meanwhile: switching traffic back to green while green's last
         windows still hold the previous fault would (rightly) fire a new incident.
@@ -231,6 +231,7 @@ class Drill:
         from sandbox import world
 
         world.clear_faults(self.dir)
+        self._writable_green()
         traffic = self.conn.traffic()
         if traffic.active() != "green":
             traffic.switch_to("green")
@@ -270,6 +271,16 @@ class Drill:
                 quiet_since = None
             time.sleep(1.0)
         raise DrillError("the trigger rules did not quiet down after clearing the faults")
+
+    def _writable_green(self) -> None:
+        """An earlier rollback left green's MariaDB read-only (runbook step 3): the world as
+        after a cut-over has green taking writes again. Nothing happens where green shares its
+        server with blue (it was never made read-only)."""
+        from tasks.rollback import set_read_only
+
+        result = set_read_only.fn(self.config_path, "green", "mysql", False)
+        if not result.get("ok") and not result.get("skipped"):
+            raise DrillError(f"green's MySQL could not be made writable again: {result}")
 
     def _windows(self, rule: Any) -> Any:
         from tbs_emergency.domain.triggers import collect_windows
