@@ -64,10 +64,13 @@ def _initialise_mariadb(datadir: Path, log_path: Path) -> None:
     ).exists():
         return
     datadir.mkdir(parents=True, exist_ok=True)
+    tmpdir = _private_tmpdir(datadir)
     argv = [
         _install_db_binary(),
         "--no-defaults",
         f"--datadir={datadir}",
+        # passed on to the bootstrap server: see _private_tmpdir
+        f"--tmpdir={tmpdir}",
         "--user=root",
         "--auth-root-authentication-method=normal",
         "--skip-test-db",
@@ -80,6 +83,18 @@ def _initialise_mariadb(datadir: Path, log_path: Path) -> None:
         )
     if done.returncode != 0:
         raise ServiceError(f"mariadb: {argv[0]} failed with code {done.returncode}; see {log_path}")
+
+
+def _private_tmpdir(datadir: Path) -> Path:
+    """A temporary directory of this server's own, beside its datadir.
+
+    A MariaDB server deletes every `#sql*` file in its tmpdir when it starts; with the shared
+    /tmp, one server starting (the other environment's, or the machine's own) deleted another
+    one's bootstrap tables mid-initialisation ("Unknown table 'mysql.tmp_user_sys'").
+    """
+    tmpdir = datadir.parent / "tmp"
+    tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return tmpdir
 
 
 def _mysql_connect(socket_path: str, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -146,6 +161,7 @@ def start_mariadb(
         MARIADBD,
         "--no-defaults",
         f"--datadir={datadir}",
+        f"--tmpdir={_private_tmpdir(datadir)}",
         f"--socket={socket_path}",
         f"--pid-file={pid_file}",
         f"--port={port}",
