@@ -113,6 +113,11 @@ class Drill:
         from prefect.context import refresh_global_settings_context
 
         refresh_global_settings_context()
+        # Prefect keeps one events worker per process, bound to the first self-hosted API it
+        # sent to: drained here, the watchdog's events go to this drill's server.
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=5)
         self.conn = Connectors(self.settings)
         self.journal = Journal(self.conn.store())
         self.rules = RuleSet.from_config(self.settings.triggers)

@@ -481,14 +481,23 @@ def test_the_automations_start_their_runs_on_the_executor(
     api: str, runner: Executor, incident: str
 ) -> None:
     """The `tbs.incident.resolved` automation (it ran nowhere before) and the bench's."""
-    from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
     ping = str(uuid.uuid4())
     # Prefect keeps one events worker per process, bound to the API it first saw (for a
     # self-hosted server its key holds no URL): drain it, so the events go to this server and
     # not to one an earlier test of the session used.
-    EventsWorker.drain_all()
+    EventsWorker.drain_all(timeout=5)
+    try:
+        _automations_start_runs(api, incident, ping)
+    finally:
+        # and not to this module's server, once it is gone, either
+        EventsWorker.drain_all(timeout=5)
+
+
+def _automations_start_runs(api: str, incident: str, ping: str) -> None:
+    from prefect.events import emit_event
+
     with prefect_api(api):
         # The server's trigger service loads new automations within seconds; until then an
         # event can pass unseen, so each event is re-emitted until its run exists.
