@@ -12,7 +12,7 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from tasks.common import settings_for
 from tbs_emergency.connectors import Connectors
@@ -67,8 +67,12 @@ def _close_at_exit(conn: Connectors, timeout_s: float = 5.0) -> None:
 
 @lru_cache(maxsize=8)
 def journal_for(config_path: str | None, publish: bool = True) -> Journal:
-    return Journal(
-        connectors_for(config_path).store(), on_append=publish_entry if publish else None
+    """One journal per process and configuration, with the configured local spool: a store
+    that is down never fails an append (see tbs_emergency.domain.journal)."""
+    return Journal.configured(
+        connectors_for(config_path).store(),
+        settings_for(config_path).journal,
+        on_append=publish_entry if publish else None,
     )
 
 
@@ -112,10 +116,17 @@ def store_report(config_path: str | None, incident_id: str) -> dict[str, Any]:
     if inc is None:
         return {"stored": False, "reason": f"no journal for {incident_id}"}
     md = render_report(inc, entries)
-    j.store.put(report_key(incident_id), md.encode(), {"content-type": "text/markdown"})
+    stored, reason = True, None
+    try:
+        j.store.put(report_key(incident_id), md.encode(), {"content-type": "text/markdown"})
+    except Exception as exc:  # the store is down: the artifact still has it
+        stored, reason = False, f"{type(exc).__name__}: {exc}"
+        get_run_logger().warning("incident report not stored (%s); see the artifact", reason)
     create_markdown_artifact(
         markdown=md,
         key=f"incident-{incident_id}".lower().replace("_", "-")[:100],
         description=f"Incident report {incident_id}",
     )
+    if not stored:
+        return {"stored": False, "reason": reason, "markdown": md}
     return {"stored": True, "key": report_key(incident_id), "markdown": md}

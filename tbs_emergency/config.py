@@ -14,6 +14,7 @@ This module has no Prefect import: it is plain pydantic.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tomllib
@@ -106,6 +107,16 @@ SecretResolver = Callable[[str], str]
 _RESOLVERS: dict[str, SecretResolver] = {}
 
 
+def _prefect_secret_block(name: str) -> str:
+    """The default `{ block = ... }` resolver, so every entry point (CLI `watch`, `status`,
+    `config check`, flows, the drill) reads Secret blocks, not only those that import the tasks.
+    Prefect is imported here, when a block is first read, never at the core's import."""
+    from prefect.blocks.system import Secret as SecretBlock
+
+    value = SecretBlock.load(name).get()
+    return value if isinstance(value, str) else str(value)
+
+
 def register_secret_resolver(kind: str, resolver: SecretResolver) -> None:
     """Let a layer above the core resolve `{ block = ... }` secrets (the Prefect layer does)."""
     _RESOLVERS[kind] = resolver
@@ -152,15 +163,17 @@ class Secret(BaseModel):
             except KeyError:
                 raise ConfigError([f"secret: environment variable {self.env} is not set"]) from None
         assert self.block is not None
-        resolver = _RESOLVERS.get("block")
-        if resolver is None:
+        resolver = _RESOLVERS.get("block", _prefect_secret_block)
+        try:
+            return resolver(self.block)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            # A credential that cannot be read is a configuration problem, never an outage.
+            kind = type(exc).__name__
             raise ConfigError(
-                [
-                    f"secret: Prefect Secret block {self.block!r} cannot be read here"
-                    " (no Prefect secret resolver registered)"
-                ]
-            )
-        return resolver(self.block)
+                [f"secret: Prefect Secret block {self.block!r} cannot be read: {kind}"]
+            ) from None
 
     def __repr__(self) -> str:
         return f"Secret({self.source})"
@@ -243,6 +256,16 @@ class TrafficConfig(_Model):
     region: str = "us-east-1"
     endpoint_url: str | None = None
     timeout_s: float = Field(5.0, gt=0)
+    # The load balancer's per-backend metrics (Prometheus text, HAProxy exporter names): the
+    # rollback's second source and its confirmation on blue. Default for kind "http":
+    # `{url}/_lb/metrics`; HAProxy: its prometheus-exporter URL.
+    metrics_url: str | None = None
+
+    @property
+    def backend_metrics_url(self) -> str | None:
+        if self.metrics_url:
+            return self.metrics_url
+        return f"{self.url.rstrip('/')}/_lb/metrics" if self.kind == "http" and self.url else None
 
     @model_validator(mode="after")
     def _adapter_settings(self) -> TrafficConfig:
@@ -285,6 +308,11 @@ _DEFAULT_QUERIES = {
     "memory": 'max(tbs_memory_usage_percent{{env="{env}"}})',
     "disk": 'max(tbs_disk_usage_percent{{env="{env}"}})',
     "active_sessions": 'sum(tbs_active_sessions{{env="{env}"}})',
+    # failed logins in percent of attempts; fewer than min_attempts attempts dilute the rate
+    "login_failure_rate": (
+        '100 * sum(increase(tbs_logins_total{{env="{env}",result="failed"}}[{window}]))'
+        ' / clamp_min(sum(increase(tbs_logins_total{{env="{env}"}}[{window}])), {min_attempts})'
+    ),
 }
 
 
@@ -306,13 +334,19 @@ class MetricsConfig(_Model):
         merged.update(v)
         for name, q in merged.items():
             try:
-                q.format(env="green", window="60s")
+                q.format(env="green", window="60s", min_attempts="10")
             except (KeyError, IndexError, ValueError) as exc:
                 raise ValueError(f"query {name!r} is not a valid template: {exc}") from None
         return merged
 
-    def query(self, signal: str, env: str, window_s: float = 60.0) -> str:
-        return self.queries[signal].format(env=env, window=f"{max(1, round(window_s))}s")
+    def query(
+        self, signal: str, env: str, window_s: float = 60.0, min_attempts: float = 1.0
+    ) -> str:
+        return self.queries[signal].format(
+            env=env,
+            window=f"{max(1, round(window_s))}s",
+            min_attempts=f"{max(min_attempts, 1e-9):g}",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,6 +391,76 @@ class DatabaseTrigger(_Model):
     action: Action = "IMMEDIATE_ROLLBACK"
 
 
+class OutageTrigger(_Model):
+    """An environment is down: the load balancer's health checks and the watchdog's own direct
+    probes of the app (connect + GET /health) fail `failures` times within `window`. P0 at once.
+
+    Probes run every `probe_interval` s of real time (never scaled: an outage is judged in real
+    seconds); `window` is not scaled either."""
+
+    enabled: bool = True
+    failures: int = Field(3, ge=1)
+    window: Duration = 10.0
+    probe_interval: Duration = 2.0
+    probe_timeout: Duration = 1.5
+    action: Action = "IMMEDIATE_ROLLBACK"
+
+
+class FastP0Trigger(_Model):
+    """Multi-window alerting: a P0-grade breach (throughput more than `degradation`% below the
+    baseline, or an error rate of `error_rate`% or more) sustained over `consecutive` windows of
+    `measurement_period` (scaled by time_scale) fires P0 without waiting for the runbook's
+    (P1-grade) windows."""
+
+    enabled: bool = True
+    degradation: Percent = 50.0
+    error_rate: Percent = 50.0
+    measurement_period: Duration = 60.0
+    consecutive: int = Field(3, ge=1)
+
+
+class AuthFailureTrigger(_Model):
+    """Login failure rate (percent of login attempts, from the app's `tbs_logins_total`) above
+    `threshold` for `consecutive` windows of `measurement_period`, with at least `min_attempts`
+    attempts per window (a handful of typos is not an attack). P1."""
+
+    enabled: bool = True
+    threshold: Percent = 30.0
+    measurement_period: Duration = 300.0
+    consecutive: int = Field(2, ge=1)
+    min_attempts: float = Field(10.0, ge=0)
+    action: Action = "IMMEDIATE_ROLLBACK"
+
+
+class WatchdogConfig(_Model):
+    """The watchdog's own behaviour and the P1 decision gate of the rollback.
+
+    `p1_veto_window`: how long a P1 rollback waits for the on-call engineer (approve or veto)
+    before it proceeds; scaled by triggers.time_scale, never below `min_scaled_veto_window`
+    when scaled down; 0 = immediate. `stale_after`: an emergency rollback run scheduled longer
+    ago than this is cancelled, never executed late (real time). `fallback_after`: how long the
+    watchdog waits for the automation's rollback run before it starts one itself (at least as
+    long as a cold executor needs). `heartbeat_every`: seconds between `tbs.watchdog.heartbeat`
+    events. `blind_page_after`: a rule blind this long pages through the incident channels."""
+
+    p1_veto_window: Duration = 300.0
+    min_scaled_veto_window: Duration = 10.0
+    stale_after: Duration = 300.0
+    fallback_after: Duration = 20.0
+    heartbeat_every: Duration = 15.0
+    blind_page_after: Duration = 300.0
+    # watched when the load balancer cannot be read and no environment was seen live yet
+    assume_live: str = "green"
+
+    def veto_window_s(self, time_scale: float) -> float:
+        if self.p1_veto_window <= 0:
+            return 0.0
+        scaled = self.p1_veto_window * time_scale
+        if time_scale < 1.0:
+            scaled = min(self.p1_veto_window, max(self.min_scaled_veto_window, scaled))
+        return scaled
+
+
 class TriggersConfig(_Model):
     # Multiplies every trigger duration: 1.0 in production, e.g. 0.01 in drills (10 min -> 6 s).
     time_scale: float = Field(1.0, gt=0)
@@ -364,6 +468,9 @@ class TriggersConfig(_Model):
     error_rate_spike: ErrorRateTrigger = ErrorRateTrigger()
     resource_exhaustion: ResourceTrigger = ResourceTrigger()
     database_failures: DatabaseTrigger = DatabaseTrigger()
+    outage: OutageTrigger = OutageTrigger()
+    fast_p0: FastP0Trigger = FastP0Trigger()
+    auth_failures: AuthFailureTrigger = AuthFailureTrigger()
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
@@ -427,6 +534,23 @@ class IntegrityTable(_Model):
     heavydb_name: str | None = None
     mysql_name: str | None = None
     updated_column: str | None = None  # watermark for environment sync
+    # The keys each environment's application mints in this table: inclusive ranges of the
+    # first key column (integers), e.g. `{ blue = [1e15, 2e15 - 1], green = [2e15, 3e15 - 1] }`
+    # written out. Without green's ledger a rollback carries, from green's MySQL, the rows of
+    # green's range that blue lacks (docs/rollback.md "No lost writes, sessions moved").
+    write_ranges: dict[str, tuple[int, int]] = Field(default_factory=dict)
+
+    @field_validator("write_ranges")
+    @classmethod
+    def _ranges_disjoint(cls, v: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        for env, (lo, hi) in v.items():
+            if lo >= hi:
+                raise ValueError(f"write_ranges.{env}: [{lo}, {hi}] is empty or a single key")
+        spans = sorted((lo, hi, env) for env, (lo, hi) in v.items())
+        for (_, hi, a), (lo, _, b) in itertools.pairwise(spans):
+            if lo <= hi:
+                raise ValueError(f"write_ranges: {a} and {b} overlap (keys must never collide)")
+        return v
 
     @field_validator("key", mode="before")
     @classmethod
@@ -476,6 +600,31 @@ class DrillsConfig(_Model):
 class PrefectConfig(_Model):
     api_url: str | None = None
     work_pool: str = "tbs-emergency"
+    # How long the CLI waits for the Prefect API before acting without it (connect, seconds).
+    connect_timeout_s: float = Field(1.0, gt=0)
+
+
+def default_spool_dir() -> Path:
+    """A per-user state directory: $XDG_STATE_HOME/tbs-emergency/journal-spool."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tbs-emergency" / "journal-spool"
+
+
+class JournalConfig(_Model):
+    """The incident journal's local spool: where entries go while the object store is down
+    (files fsync'd, mode 0600, directory 0700), flushed to the store when it is back."""
+
+    spool_dir: Path | None = None  # default: default_spool_dir()
+    # After a store failure, appends go straight to the spool for this long before the store
+    # is tried again (no emergency step waits on a store known to be down).
+    retry_after_s: float = Field(30.0, ge=0)
+    # Each journal call to the store is abandoned after this long (a hung store, not only a
+    # refused one, must not hold a rollback step); 0: only the store's own timeouts.
+    store_timeout_s: float = Field(5.0, ge=0)
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(self.spool_dir).expanduser() if self.spool_dir else default_spool_dir()
 
 
 # --------------------------------------------------------------------------------------------
@@ -769,11 +918,13 @@ class Settings(BaseSettings):
     storage: StorageConfig
     metrics: MetricsConfig
     triggers: TriggersConfig = TriggersConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     contacts: list[ContactConfig] = Field(default_factory=list)
     integrity: IntegrityConfig = IntegrityConfig()
     drills: DrillsConfig = DrillsConfig()
     prefect: PrefectConfig = PrefectConfig()
+    journal: JournalConfig = JournalConfig()
     database_emergency: DatabaseEmergencyConfig = DatabaseEmergencyConfig()
     validation: ValidationConfig = ValidationConfig()
     security: SecurityConfig = SecurityConfig()

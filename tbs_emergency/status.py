@@ -90,8 +90,20 @@ def collect_status(settings: Settings, connectors: Connectors | None = None) -> 
         "environments": environments,
         "databases": databases,
         "incidents": incidents if incidents is not None else [],
+        "journal_spool": journal_spool(settings),
         "problems": problems,
     }
+
+
+def journal_spool(settings: Settings) -> dict[str, Any]:
+    """Journal entries written to the local spool while the object store was down and not yet
+    flushed to it: count, oldest, per incident (`tbs-emergency journal flush` writes them)."""
+    from tbs_emergency.domain.journal import spool_for
+
+    try:
+        return spool_for(settings.journal, settings.storage).summary().as_dict()
+    except OSError as exc:
+        return {"count": None, "error": f"cannot read the journal spool: {exc.strerror}"}
 
 
 def open_incidents(conn: Connectors) -> list[dict[str, Any]]:
@@ -105,6 +117,6 @@ def open_incidents(conn: Connectors) -> list[dict[str, Any]]:
             rec = json.loads(store.get(obj.key))
             # A closed incident's index record is deleted, or rewritten as closed where the
             # store cannot delete (see tbs_emergency.domain.journal).
-            if rec.get("status", "open") in ("open", "escalated"):
+            if rec.get("status", "open") in ("open", "escalated", "degraded"):
                 found.append(rec)
     return found

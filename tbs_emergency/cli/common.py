@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,9 +49,40 @@ def load(config: Path | None) -> Any:
     from tbs_emergency.config import load_settings
 
     try:
-        return load_settings(config or state.config)
+        settings = load_settings(config or state.config)
     except ConfigError as exc:
         raise fail(exc.problems, 2) from None
+    use_prefect_api(settings)
+    return settings
+
+
+def use_prefect_api(settings: Any) -> str | None:
+    """Point Prefect at `[prefect] api_url` unless PREFECT_API_URL is set (the shell wins).
+
+    Without an API URL, every Prefect call from the CLI would boot a temporary local server
+    (tens of seconds). Called when the settings are loaded, before any command imports
+    Prefect; if Prefect was already imported, its settings context is refreshed."""
+    url = os.environ.get("PREFECT_API_URL") or None
+    if url is None and settings.prefect.api_url:
+        url = settings.prefect.api_url
+        os.environ["PREFECT_API_URL"] = url
+        if "prefect.context" in sys.modules:
+            from prefect.context import refresh_global_settings_context
+
+            refresh_global_settings_context()
+    return url
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): "from the shell"."""
+    try:
+        with open("/proc/self/stat") as f:
+            after_name = f.read().rsplit(")", 1)[1].split()
+        started = int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+        with open("/proc/uptime") as f:
+            return round(float(f.read().split()[0]) - started, 3)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def emit_json(data: Any) -> None:

@@ -23,10 +23,13 @@ config_app = typer.Typer(
 def config_check(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Validate the configuration and probe every configured system."""
     from tbs_emergency.connectors import probe_all
+    from tbs_emergency.domain.triggers import is_misconfiguration
 
     settings = load(config)
     probes = probe_all(settings)
     down = [p for p in probes if not p.reachable]
+    # a credential or a Secret block that cannot be read is the configuration, not an outage
+    misconfigured = [p for p in down if is_misconfiguration(p.detail)]
     if as_json:
         emit_json(
             {
@@ -38,6 +41,7 @@ def config_check(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                         "reachable": p.reachable,
                         "latency_ms": p.latency_ms,
                         "detail": p.detail,
+                        "misconfigured": p in misconfigured,
                     }
                     for p in probes
                 ],
@@ -53,6 +57,8 @@ def config_check(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                 p.detail,
             )
         out.print(table)
+    if misconfigured:
+        raise fail([f"{p.system} misconfigured: {p.detail}" for p in misconfigured], 2)
     if down:
         raise fail([f"{p.system} unreachable: {p.detail}" for p in down], 1)
 
@@ -88,6 +94,16 @@ def print_status(doc: dict[str, Any]) -> None:
         out.print(inc)
     else:
         out.print("open incidents: none")
+    spool = doc.get("journal_spool") or {}
+    if spool.get("error"):
+        out.print(f"[yellow]journal spool:[/yellow] {spool['error']}", highlight=False)
+    elif spool.get("count"):
+        out.print(
+            f"[yellow]journal spool: {spool['count']} unflushed entr"
+            f"{'y' if spool['count'] == 1 else 'ies'}[/yellow] (oldest {spool['oldest']};"
+            " `tbs-emergency journal flush` writes them to the store)",
+            highlight=False,
+        )
 
 
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
