@@ -40,6 +40,22 @@ OPENED_EVENT = "tbs.incident.opened"
 RESOLVED_EVENT = "tbs.incident.resolved"
 BENCH_EVENT = "tbs.bench.ping"
 SECURITY_ALERT_EVENT = "tbs.security.alert"
+# The watchdog is watched: a proactive trigger pages when its heartbeat stops.
+WATCHDOG_SILENT = "watchdog-silent"
+HEARTBEAT_EVENT = "tbs.watchdog.heartbeat"
+PAGE_FAILED = "page-failed-emergency-run"
+RUN_FAILED_EVENTS = tuple(
+    f"prefect.flow-run.{state}"
+    for state in (
+        "Failed",
+        "Crashed",
+        "TimedOut",
+        "Escalated",
+        "Degraded",
+        "NotAuthorized",
+        "Incomplete",
+    )
+)
 
 # The pull step every deployment runs first (deployments/steps.py).
 ENTER_PROJECT_STEP = "deployments.steps.enter_project"

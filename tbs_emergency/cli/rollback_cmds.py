@@ -10,10 +10,14 @@
     watch                          the watchdog (auto-rollback triggers)
     runner                         execute the work pool's runs (prefect.yaml's deployments)
     ack INCIDENT --by NAME         acknowledge an incident (stops the escalation)
+    ack INCIDENT --approve|--veto [--reason ...]
+                                   the on-call decision on a P1 rollback (veto window)
     drill rollback --scenario S    the unattended rollback drill in the sandbox
 
 Every action runs a Prefect flow (visible in the UI, journaled) except `watch` and `runner`,
-which are the long-running processes that start flows.
+which are the long-running processes that start flows, and `redirect`, which must be as fast as
+the runbook's curl: it acts through the connectors, journals, and then records its run in
+Prefect as a `traffic_redirect` flow run (saying so when Prefect cannot be reached).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from tbs_emergency.cli.common import (
     fail,
     load,
     out,
+    process_age_s,
 )
 
 Env = Annotated[str, typer.Argument(help="blue or green")]
@@ -60,21 +65,87 @@ def _check_env(env: str) -> None:
 
 
 def redirect(
-    target: Env, config: ConfigOpt = None, dry_run: DryRunOpt = False, as_json: JsonOpt = False
+    target: Env,
+    config: ConfigOpt = None,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Switch even if the target is not healthy")
+    ] = False,
+    incident: Annotated[
+        str, typer.Option("--incident", help="Journal under this incident (default: the open one)")
+    ] = "",
 ) -> None:
-    """Send all traffic to one environment (`redirect blue` is the runbook's redirect-blue)."""
-    _check_env(target)
-    load(config)
-    from flows.commands import CommandParams, traffic_redirect
+    """Send all traffic to one environment (`redirect blue` is the runbook's redirect-blue).
 
-    res = traffic_redirect(
-        CommandParams(
-            config_path=config_path(config) or "",
-            target=target,
-            dry_run=dry_run,
-            decided_by=f"person:{_who()}",
+    Acts directly through the connectors (as fast as the runbook's curl), journals what it did,
+    then records the run in Prefect as a `traffic_redirect` flow run; if Prefect cannot be
+    reached the redirect still stands and the output says the run was not recorded."""
+    _check_env(target)
+    settings = load(config)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tbs_emergency.cli.incident_cmds import journal_action, record_in_prefect
+    from tbs_emergency.commands import redirect as do_redirect
+    from tbs_emergency.connectors import Connectors
+    from tbs_emergency.domain.incident import utcnow
+
+    who = _who()
+    started = utcnow()
+    conn = Connectors(settings)
+    pool = ThreadPoolExecutor(max_workers=2)  # journal and Prefect record at once, after
+    res = do_redirect(conn, target, dry_run=dry_run, force=force)
+    if res.get("verified"):
+        res["verified_after_s"] = process_age_s()  # from the shell to traffic verified
+    journaled = recorded = None
+    if not dry_run and (res.get("ok") or res.get("changed")):
+        journaled = pool.submit(
+            journal_action,
+            settings,
+            conn,
+            incident,
+            kind="action",
+            what=f"traffic redirected to {target} (tbs-emergency redirect, by {who})"
+            if res.get("ok")
+            else f"traffic redirect to {target} not verified (tbs-emergency redirect, by {who})",
+            system="traffic",
+            result="ok" if res.get("ok") else "failed",
+            decided_by=f"person:{who}",
+            started_at=started,
+            data={k: v for k, v in res.items() if k in ("before", "after", "verified", "error")}
+            | {"command": "redirect", "target": target},
         )
-    )
+    if not dry_run:
+        recorded = pool.submit(
+            record_in_prefect,
+            settings,
+            "traffic_redirect",
+            run_name=f"redirect-{target}-by-{who}",
+            parameters={
+                "params": {
+                    "target": target,
+                    "dry_run": dry_run,
+                    "force": force,
+                    "decided_by": f"person:{who}",
+                }
+            },
+            tags=["tbs-emergency", "command", f"env:{target}"],
+            ok=bool(res.get("ok")),
+            message=res.get("error") or f"traffic on {target}",
+            started=started,
+            logs=[
+                (
+                    "info" if res.get("ok") else "error",
+                    res.get("error") or f"traffic on {target} (by person:{who}), verified",
+                )
+            ],
+        )
+    if journaled is not None:
+        res["journal"] = journaled.result()
+    if recorded is not None:
+        res["prefect"] = recorded.result()
+    pool.shutdown()
+    conn.close()
     _print(res, as_json)
     if not res.get("ok"):
         raise fail(res.get("error") or "redirect failed", 1)
@@ -153,6 +224,26 @@ def _print(res: dict[str, Any], as_json: bool) -> None:
         emit_json(res)
         return
     for k, v in res.items():
+        if v is None or (k == "error" and not v):
+            continue  # a success prints no `error: None`
+        if k == "prefect" and isinstance(v, dict):
+            if v.get("recorded"):
+                out.print(f"prefect: recorded as flow run {v.get('flow_run_id')}", highlight=False)
+            else:
+                err.print(
+                    f"[yellow]prefect: the run could not be recorded in Prefect:[/yellow]"
+                    f" {escape(str(v.get('reason')))}",
+                    highlight=False,
+                )
+            continue
+        if k == "journal" and isinstance(v, dict):
+            where = v.get("incident")
+            if v.get("error"):
+                err.print(f"[yellow]journal: {escape(str(v['error']))}[/yellow]", highlight=False)
+            else:
+                spooled = " (spooled locally: the object store is down)" if v.get("spooled") else ""
+                out.print(f"journal: {where} #{v.get('seq')}{spooled}", highlight=False)
+            continue
         out.print(f"{k}: {v}", highlight=False, markup=False)
 
 
@@ -182,9 +273,9 @@ def rollback(
     load(config)
     cfg = config_path(config) or ""
     if manual:
-        from flows.manual_rollback import ManualRollbackParams, manual_rollback
+        from flows.manual_rollback import ManualRollbackParams, run_manual_rollback
 
-        mres = manual_rollback(
+        mres = run_manual_rollback(
             ManualRollbackParams(
                 reason=reason,
                 requested_by=_who(),
@@ -209,9 +300,10 @@ def rollback(
         if not (mres.completed or dry_run):
             raise fail("the manual rollback did not complete (see the checklist)", 1)
         return
-    from flows.emergency_rollback import RollbackParams, emergency_rollback
+    from flows.emergency_rollback import RollbackParams, run_rollback
 
-    res = emergency_rollback(
+    # An escalated or degraded rollback ends its run Failed; its result is still the answer.
+    res = run_rollback(
         RollbackParams(
             incident_id=incident,
             config_path=cfg,
@@ -260,16 +352,19 @@ def watch(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    import signal
+
     from flows.watchdog import Watchdog
 
     wd = Watchdog(settings)
-    try:
-        stats = wd.run(max_seconds=max_seconds)
-    except KeyboardInterrupt:
-        wd.stop()
-        return
+    # SIGTERM (a supervisor's stop) and Ctrl-C end the loop cleanly: the watchdog then says it
+    # stopped, and its silence is not paged as a death (flows/watchdog_silent.py).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: wd.stop())
+    stats = wd.run(max_seconds=max_seconds)
     err.print(
-        f"evaluations: {stats.evaluations}; incidents: {', '.join(stats.incidents) or 'none'}"
+        f"evaluations: {stats.evaluations}; incidents: {', '.join(stats.incidents) or 'none'};"
+        f" misconfigured: {len(stats.misconfigured)}; heartbeats: {stats.heartbeats}"
     )
 
 
@@ -312,18 +407,33 @@ def ack(
     incident_id: Annotated[str, typer.Argument(help="The incident")],
     by: Annotated[str, typer.Option("--by", help="Your name")] = "",
     note: Annotated[str, typer.Option("--note")] = "",
+    approve: Annotated[
+        bool, typer.Option("--approve", help="P1: roll back now (ends the veto window)")
+    ] = False,
+    veto: Annotated[
+        bool, typer.Option("--veto", help="P1: no automatic rollback for this incident")
+    ] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why (approve or veto)")] = "",
     config: ConfigOpt = None,
 ) -> None:
-    """Acknowledge an incident: stops its escalation (journal + Prefect input)."""
+    """Acknowledge an incident: stops its escalation (journal + Prefect input). With --approve
+    or --veto, also the on-call decision on a P1 rollback waiting in its veto window."""
     settings = load(config)
     from tbs_emergency.connectors import Connectors
     from tbs_emergency.domain.incident import ACKNOWLEDGED, Entry
     from tbs_emergency.domain.journal import Journal
 
+    if approve and veto:
+        raise fail("--approve and --veto exclude each other", 2)
     who = by or _who()
-    j = Journal(Connectors(settings).store())
-    if j.incident(incident_id) is None:
+    j = Journal.configured(Connectors(settings).store(), settings.journal)
+    inc = j.incident(incident_id)
+    if inc is None:
         raise fail(f"no incident {incident_id} in the journal", 1)
+    if approve or veto:
+        _decide(j, incident_id, "approve" if approve else "veto", who, reason or note)
+        if inc.acknowledged_by is not None:
+            return
     j.append(
         Entry(
             incident_id=incident_id,
@@ -338,6 +448,29 @@ def ack(
     out.print(
         f"acknowledged {incident_id} as {who}"
         + (f"; told {sent} escalation run(s)" if sent else "")
+    )
+
+
+def _decide(j: Any, incident_id: str, decision: str, who: str, reason: str) -> None:
+    """Journal the P1 decision, then hand it to the paused rollback run (if one waits): a
+    decision journaled before the run pauses is honoured by its gate."""
+    from tbs_emergency.domain.gate import decision_entry
+
+    inc = j.incident(incident_id)
+    if inc is not None and not inc.is_open:
+        raise fail(f"incident {incident_id} is already {inc.status}", 1)
+    j.append(decision_entry(incident_id, decision, who, reason, "cli"))
+    try:
+        from flows.rollback_gate import send_decision
+
+        sent = send_decision(incident_id, decision, reason, who)
+    except Exception as exc:  # the journal has it; the gate reads it there
+        err.print(f"could not reach the paused rollback run: {exc}", highlight=False, markup=False)
+        sent = 0
+    verb = "approved" if decision == "approve" else "vetoed"
+    out.print(
+        f"{verb} the rollback of {incident_id} as {who}"
+        + (f"; told {sent} paused rollback run(s)" if sent else " (journaled)")
     )
 
 
@@ -385,9 +518,19 @@ def drill_rollback(
         str,
         typer.Option(
             "--scenario",
-            help="throughput | errors | resources | database | blue-down | short | double",
+            help=(
+                "throughput | errors | resources | database | blue-down | short | double |"
+                " outage | app-hang | p1-veto | p1-timeout"
+            ),
         ),
     ] = "throughput",
+    time_scale: Annotated[
+        float | None,
+        typer.Option(
+            "--time-scale",
+            help="The watchdog's trigger time scale (1 = real time; default: the config's)",
+        ),
+    ] = None,
     sandbox_dir: Annotated[
         Path | None, typer.Option("--dir", help="Sandbox directory (default: the config's)")
     ] = None,
@@ -410,7 +553,11 @@ def drill_rollback(
         else (lambda m: err.print(f"drill: {m}", highlight=False, markup=False))
     )
     try:
-        drill = Drill(str(resolve_config(settings_path)), sandbox_dir, log=log)
+        if time_scale is not None and time_scale <= 0:
+            raise fail("--time-scale must be greater than 0", 2)
+        drill = Drill(
+            str(resolve_config(settings_path)), sandbox_dir, log=log, time_scale=time_scale
+        )
     except DrillError as exc:
         raise fail(str(exc), 1) from None
     try:
@@ -451,11 +598,15 @@ def drill_rollback(
             out.print(ph)
         out.print(
             f"rolled back: {result.rolled_back}; traffic on {result.traffic};"
-            f" incident {result.incident_id} {result.status}"
+            f" incident {result.incident_id} {result.status};"
+            f" started by {result.started_by or '-'}"
         )
-    expected = scenario in ("throughput", "errors", "resources", "database", "double")
-    if expected and not result.rolled_back:
+    from flows.rollback_drill import EXPECT_ROLLBACK
+
+    if scenario in EXPECT_ROLLBACK and not result.rolled_back:
         raise fail(f"drill {scenario}: expected a rollback, got {result.status}", 1)
+    if scenario == "p1-veto" and (result.rolled_back or result.traffic != "green"):
+        raise fail(f"drill {scenario}: the veto did not hold: traffic on {result.traffic}", 1)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,18 +28,43 @@ streak asks Prometheus for the same N windows and loses nothing.
   strictly longer than `response_time`. A probe that did not answer at all is a failure.
 
 *Firing.* A windowed rule fires when its newest `consecutive` windows all breach; the streak is
-counted from the newest window backwards and is broken by one good window. A fault shorter than
-the consecutive requirement therefore never fires.
+counted from the newest window backwards and is broken by one good window. Windows end at the
+evaluation time, and the watchdog evaluates every P/6, so the windows are not aligned to the
+fault: each window's value is the average over its P seconds. A fault *shorter* than the
+consecutive requirement (N x P) can therefore fire when the average of each of the N windows
+breaches: a total outage of length D fires the performance rule (threshold q = 25%) as soon as
+D > (N - 2 + 2q) x P, i.e. 1.5 x 600 s = 900 s at the defaults, not 1800 s. docs/rollback.md has
+the table of the shortest fault that fires each rule at the defaults (tested in
+tests/unit/test_trigger_edges.py).
+
+*Fast P0 window* (multi-window alerting): a P0-grade breach (throughput more than 50% below the
+baseline, or an error rate of 50% or more) sustained over `fast_p0.consecutive` windows of
+`fast_p0.measurement_period` (default 3 x 60 s, scaled, never below `MIN_FAST_WINDOW_S` when
+scaled down) fires P0 without waiting for the runbook's windows, which keep deciding P1-grade
+breaches.
+
+*Outage* (`OutageRule`): the load balancer's health view and the watchdog's own direct probes of
+the live app (connect + GET /health, short timeout, every 2 s real time) count failures; N
+failures of either source within the window (default 3 in 10 s, real time, never scaled) fire
+P0 at once. A hung app is a failed probe (timeout).
+
+*Authentication failures* (`AuthFailureRule`, P1): the login failure rate (failed logins / all
+login attempts, percent, from the app's `tbs_logins_total`), the denominator never below
+`min_attempts` per window, above the threshold for N consecutive windows.
 
 *Missing data is never a breach and never silent.* A window without a value is not a breach and
 ends a streak. When the newest window (or every probe in a database window) has no data, the
 evaluation's status is ``blind``: the watchdog raises a P1 "monitoring blind" alert instead of
 quietly reporting "ok".
 
-*Severity* (runbook "Severity Classification", see `severity`): performance over 50% degradation
-is P0, 25-50% P1, judged on the smallest degradation of the firing streak (what was sustained);
-error rate P0 from 50% (inaccessible), else P1; resources P1; database P0 when every probe of the
-window failed, else P1; monitoring blind P1.
+*Severity from the present* (runbook "Severity Classification", see `severity`): the newest
+window decides. Performance over 50% degradation is P0, 25-50% P1; error rate P0 from 50%
+(inaccessible), else P1; resources P1; database P0 when every probe of the window failed, else
+P1; outage P0; authentication failures P1; monitoring blind P1.
+
+*Misconfigured.* A probe that fails because of the configuration or a credential (a Secret block
+that cannot be read, access denied) is not a database failure: the evaluation's status is
+``misconfigured`` (its own status, paged at once), and it never fires a rollback.
 
 *Time scale.* `time_scale` multiplies measurement periods, sustained periods and the database
 time window. Two floors apply when scaling down, because probes take real time that does not
@@ -66,15 +91,40 @@ from tbs_emergency.domain.severity import (
 MIN_RESPONSE_TIME_S = 2.5
 MIN_DB_WINDOW_S = 3.0
 MIN_PROBE_INTERVAL_S = 0.1
+# Prometheus needs two scrapes in a rate() window (the sandbox scrapes every second).
+MIN_FAST_WINDOW_S = 3.0
 
 PERFORMANCE = "performance_degradation"
 ERROR_RATE = "error_rate_spike"
 RESOURCES = "resource_exhaustion"
 DATABASE = "database_failures"
 BLIND = "monitoring_blind"
-RULE_NAMES = (PERFORMANCE, ERROR_RATE, RESOURCES, DATABASE)
+OUTAGE = "outage"
+AUTH = "authentication_failures"
+MISCONFIGURED = "misconfigured"
+RULE_NAMES = (PERFORMANCE, ERROR_RATE, RESOURCES, DATABASE, OUTAGE, AUTH)
 
-Status = Literal["ok", "breach", "fired", "blind"]
+Status = Literal["ok", "breach", "fired", "blind", "misconfigured"]
+
+# What a credential or configuration problem looks like in a probe's detail.
+_MISCONFIGURED_MARKERS = (
+    "secret:",
+    "invalid configuration",
+    "access denied",
+    "(1044)",
+    "(1045)",
+    "authentication",
+    "invalid credentials",
+    "password",
+    "account is locked",
+    "no usable credentials",
+)
+
+
+def is_misconfiguration(detail: str) -> bool:
+    """True when a failed probe's detail says configuration or credentials, not an outage."""
+    text = detail.lower()
+    return any(m in text for m in _MISCONFIGURED_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -123,6 +173,10 @@ class Evaluation:
     def blind(self) -> bool:
         return self.status == "blind"
 
+    @property
+    def misconfigured(self) -> bool:
+        return self.status == "misconfigured"
+
     def payload(self) -> dict[str, Any]:
         """JSON-friendly form for events and the journal."""
         return {
@@ -156,11 +210,18 @@ class _WindowedRule:
     required: int
     threshold: float
 
+    source: str = ""  # the metrics query of the signal (default: the signal's name)
+
     def breaches(self, value: float) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def severity(self, streak_values: Sequence[float]) -> Severity:  # pragma: no cover
+        """The severity of a firing streak (oldest first): what the newest window shows."""
         raise NotImplementedError
+
+    @property
+    def query_signal(self) -> str:
+        return self.source or self.signal
 
     def describe(self, value: float) -> str:  # pragma: no cover
         raise NotImplementedError
@@ -205,6 +266,7 @@ class _WindowedRule:
                 break
             streak_values.append(w.value)
             streak_start = w.start
+        streak_values.reverse()  # oldest first: the newest window is the last
         streak = len(streak_values)
         latest = windows[-1].value
         if streak >= self.required:
@@ -239,6 +301,7 @@ class PerformanceRule(_WindowedRule):
     p0_over: float = 50.0
     name: str = PERFORMANCE
     signal: str = "throughput"
+    source: str = ""
 
     @property
     def limit(self) -> float:
@@ -252,8 +315,7 @@ class PerformanceRule(_WindowedRule):
         return max(0.0, (self.baseline - value) * 100.0 / self.baseline)
 
     def severity(self, streak_values: Sequence[float]) -> Severity:
-        sustained = min(self.degradation(v) for v in streak_values)
-        return performance_severity(sustained, self.p0_over)
+        return performance_severity(self.degradation(streak_values[-1]), self.p0_over)
 
     def describe(self, value: float) -> str:
         return (
@@ -271,15 +333,40 @@ class ErrorRateRule(_WindowedRule):
     required: int
     name: str = ERROR_RATE
     signal: str = "error_rate"
+    inclusive: bool = False  # the fast P0 window: an error rate of 50% *or more*
+    source: str = ""
+
+    def breaches(self, value: float) -> bool:
+        return value >= self.threshold if self.inclusive else value > self.threshold
+
+    def severity(self, streak_values: Sequence[float]) -> Severity:
+        return error_rate_severity(streak_values[-1])
+
+    def describe(self, value: float) -> str:
+        limit = f"{'>=' if self.inclusive else '>'}{self.threshold:g}%"
+        return f"error rate {value:.2f}% (limit {limit})"
+
+
+@dataclass(frozen=True)
+class AuthFailureRule(_WindowedRule):
+    """Login failure rate (percent of attempts) above `threshold` for `required` windows. P1."""
+
+    threshold: float
+    period_s: float
+    required: int
+    min_attempts: float = 10.0
+    name: str = AUTH
+    signal: str = "login_failure_rate"
+    source: str = ""
 
     def breaches(self, value: float) -> bool:
         return value > self.threshold
 
     def severity(self, streak_values: Sequence[float]) -> Severity:
-        return error_rate_severity(min(streak_values))
+        return Severity.P1
 
     def describe(self, value: float) -> str:
-        return f"error rate {value:.2f}% (limit {self.threshold:g}%)"
+        return f"login failure rate {value:.1f}% (limit {self.threshold:g}%)"
 
 
 @dataclass(frozen=True)
@@ -375,6 +462,20 @@ class DatabaseRule:
                 **base,
             )
         failures = [p for p in recent if not p.ok]
+        misconfigured = [p for p in failures if is_misconfiguration(p.detail)]
+        if misconfigured and recent[-1] in misconfigured:
+            return Evaluation(
+                status="misconfigured",
+                streak=0,
+                severity=Severity.P1,
+                reason=(
+                    f"{system} ({env}) cannot be probed because of the configuration, not an"
+                    f" outage: {misconfigured[-1].detail}"
+                ),
+                extra={"probes": len(recent), "last_detail": misconfigured[-1].detail},
+                **base,
+            )
+        failures = [p for p in failures if not is_misconfiguration(p.detail)]
         slow = [
             p
             for p in recent
@@ -430,6 +531,103 @@ class DatabaseRule:
         )
 
 
+@dataclass(frozen=True)
+class OutageRule:
+    """The live environment is down: `failures` failed health checks within `window_s`.
+
+    Two sources, each counted on its own (never added: they watch the same app): the watchdog's
+    direct probes (`ProbeResult(system="app")`: connect + GET /health within `probe_timeout_s`;
+    a timeout, a refused connection or a 5xx is a failure, so a hung app counts as down) and the
+    load balancer's health view (`ProbeResult(system="lb")`, one per reading, `latency_s` None;
+    its `detail` holds the LB's consecutive failure count as ``"failures=N ..."``). Fires P0.
+    """
+
+    failures: int
+    window_s: float
+    probe_interval_s: float
+    probe_timeout_s: float
+    name: str = OUTAGE
+
+    @property
+    def interval_s(self) -> float:
+        return max(MIN_PROBE_INTERVAL_S, self.probe_interval_s / 2.0)
+
+    @staticmethod
+    def lb_failures(detail: str) -> int:
+        for part in detail.split():
+            if part.startswith("failures="):
+                try:
+                    return int(part.split("=", 1)[1])
+                except ValueError:
+                    return 0
+        return 0
+
+    def evaluate(self, env: str, probes: Sequence[ProbeResult], now: float) -> Evaluation:
+        recent = [p for p in probes if now - self.window_s < p.at <= now]
+        direct = sorted((p for p in recent if p.system == "app"), key=lambda p: p.at)
+        lb = sorted((p for p in recent if p.system == "lb"), key=lambda p: p.at)
+        direct_failed = [p for p in direct if not p.ok]
+        lb_count = max((self.lb_failures(p.detail) for p in lb if not p.ok), default=0)
+        if lb and lb[-1].ok:
+            lb_count = 0  # the newest LB reading passed: its streak is broken
+        count = max(len(direct_failed), lb_count)
+        base = {
+            "rule": self.name,
+            "env": env,
+            "at": now,
+            "threshold": float(self.failures),
+            "required": self.failures,
+            "values": tuple(p.latency_s for p in direct),
+            "signal": "app",
+        }
+        extra = {
+            "direct_failure_times": [round(p.at, 3) for p in direct_failed],
+            "direct_failures": len(direct_failed),
+            "direct_probes": len(direct),
+            "lb_failures": lb_count,
+            "lb_readings": len(lb),
+            "window_s": self.window_s,
+            "last_detail": (direct_failed[-1].detail if direct_failed else "")
+            or next((p.detail for p in reversed(lb) if not p.ok), ""),
+        }
+        if not direct and not lb:
+            return Evaluation(
+                status="blind",
+                streak=0,
+                severity=Severity.P1,
+                reason=f"no health check of {env}'s app in the last {self.window_s:g}s",
+                extra=extra,
+                **base,
+            )
+        if count >= self.failures:
+            by_direct = len(direct_failed) >= self.failures
+            lb_failed = [p for p in lb if not p.ok]
+            first = direct_failed[0].at if by_direct else (lb_failed or lb)[0].at
+            source = "direct probes" if by_direct else "load balancer"
+            return Evaluation(
+                status="fired",
+                streak=count,
+                severity=Severity.P0,
+                streak_start=first,
+                reason=(
+                    f"{env} is down: {count} failed health checks in {self.window_s:g}s"
+                    f" ({source}; limit {self.failures}): {extra['last_detail']}"
+                ),
+                extra=extra,
+                **base,
+            )
+        return Evaluation(
+            status="breach" if count else "ok",
+            streak=count,
+            streak_start=direct_failed[0].at if direct_failed else None,
+            reason=(
+                f"{env}'s app: {count}/{self.failures} failed health checks in {self.window_s:g}s"
+            ),
+            extra=extra,
+            **base,
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # The rule set from configuration
 # --------------------------------------------------------------------------------------------
@@ -441,6 +639,9 @@ class _TriggersLike(Protocol):
     error_rate_spike: Any
     resource_exhaustion: Any
     database_failures: Any
+    outage: Any
+    fast_p0: Any
+    auth_failures: Any
 
 
 @dataclass(frozen=True)
@@ -452,6 +653,10 @@ class RuleSet:
     resources: tuple[ResourceRule, ...]
     database: DatabaseRule | None
     time_scale: float = 1.0
+    outage: OutageRule | None = None
+    fast_performance: PerformanceRule | None = None
+    fast_error_rate: ErrorRateRule | None = None
+    auth: AuthFailureRule | None = None
 
     @classmethod
     def from_config(cls, triggers: _TriggersLike, resolution_s: float | None = None) -> RuleSet:
@@ -507,7 +712,54 @@ class RuleSet:
                 window_s=window,
                 response_time_s=rt,
             )
-        return cls(perf, err, resources, db, scale)
+        o = getattr(triggers, "outage", None)
+        outage = (
+            OutageRule(
+                failures=o.failures,
+                window_s=o.window,
+                probe_interval_s=o.probe_interval,
+                probe_timeout_s=o.probe_timeout,
+            )
+            if o is not None and o.enabled and o.action == "IMMEDIATE_ROLLBACK"
+            else None
+        )
+        f = getattr(triggers, "fast_p0", None)
+        fast_perf = fast_err = None
+        if f is not None and f.enabled:
+            period = f.measurement_period * scale
+            if scale < 1.0:
+                period = min(f.measurement_period, max(MIN_FAST_WINDOW_S, period))
+            if p.enabled and p.action == "IMMEDIATE_ROLLBACK":
+                fast_perf = PerformanceRule(
+                    threshold=f.degradation,
+                    baseline=p.baseline_rows_per_s,
+                    period_s=period,
+                    required=f.consecutive,
+                    p0_over=p.p0_threshold,
+                    signal="throughput_fast",
+                    source="throughput",
+                )
+            if e.enabled and e.action == "IMMEDIATE_ROLLBACK":
+                fast_err = ErrorRateRule(
+                    threshold=f.error_rate,
+                    period_s=period,
+                    required=f.consecutive,
+                    inclusive=True,
+                    signal="error_rate_fast",
+                    source="error_rate",
+                )
+        a = getattr(triggers, "auth_failures", None)
+        auth = (
+            AuthFailureRule(
+                threshold=a.threshold,
+                period_s=a.measurement_period * scale,
+                required=a.consecutive,
+                min_attempts=a.min_attempts,
+            )
+            if a is not None and a.enabled and a.action == "IMMEDIATE_ROLLBACK"
+            else None
+        )
+        return cls(perf, err, resources, db, scale, outage, fast_perf, fast_err, auth)
 
     @property
     def windowed(self) -> tuple[_WindowedRule, ...]:
@@ -517,6 +769,12 @@ class RuleSet:
         if self.error_rate:
             rules.append(self.error_rate)
         rules.extend(self.resources)
+        if self.fast_performance:
+            rules.append(self.fast_performance)
+        if self.fast_error_rate:
+            rules.append(self.fast_error_rate)
+        if self.auth:
+            rules.append(self.auth)
         return tuple(rules)
 
     def describe(self) -> list[str]:
@@ -532,7 +790,45 @@ class RuleSet:
                 f"{d.name}: {d.connection_failures} failures in {d.window_s:g}s or a response"
                 f" over {d.response_time_s:g}s, probed every {d.interval_s:g}s"
             )
+        if self.outage:
+            o = self.outage
+            lines.append(
+                f"{o.name}: {o.failures} failed health checks in {o.window_s:g}s (direct probes"
+                f" every {o.probe_interval_s:g}s, timeout {o.probe_timeout_s:g}s, and the load"
+                " balancer's health view), P0 at once"
+            )
         return lines
+
+
+# --------------------------------------------------------------------------------------------
+# The shortest fault that fires a rule (docs/rollback.md's table; tests/unit/test_trigger_edges)
+# --------------------------------------------------------------------------------------------
+
+
+def shortest_fault_s(rule: Any, magnitude: float = 1.0) -> float:
+    """The infimum of the fault lengths that can fire `rule`, for a fault of `magnitude`.
+
+    Windowed rules (N windows of P, each the average over its P seconds, ending at the
+    evaluation time): magnitude is the fraction of the signal's scale the fault takes (the
+    share of throughput lost, or of requests/logins failing); a window breaches when the
+    fault covers more than q/m of it (q the threshold as a fraction), so the oldest and the
+    newest windows each need q/m x P of the fault and the N-2 between need all of it:
+    (N - 2 + 2q/m) x P for N >= 2, (q/m) x P for N = 1; never when q/m >= 1 (strict rules).
+    Resources: the sustained period. Probe rules: (failures - 1) probe intervals.
+    """
+    if isinstance(rule, OutageRule):
+        return (rule.failures - 1) * rule.probe_interval_s
+    if isinstance(rule, DatabaseRule):
+        return (rule.connection_failures - 1) * rule.interval_s
+    if isinstance(rule, ResourceRule):
+        return rule.sustained_s
+    q = rule.threshold / 100.0
+    ratio = q / magnitude if magnitude > 0 else math.inf
+    inclusive = getattr(rule, "inclusive", False)
+    if ratio > 1.0 or (ratio == 1.0 and not inclusive):
+        return math.inf
+    n, p = rule.required, rule.period_s
+    return (n - 2 + 2 * ratio) * p if n >= 2 else ratio * p
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,7 +842,7 @@ class _RangeSource(Protocol):
     ) -> list[tuple[Mapping[str, str], list[tuple[float, float]]]]: ...
 
 
-PromQL = Callable[[str, str, float], str]  # (signal, env, window_s) -> query
+PromQL = Callable[..., str]  # (signal, env, window_s, **extra) -> query
 
 
 def collect_windows(
@@ -558,7 +854,10 @@ def collect_windows(
     infinite values count as missing too.
     """
     ends = rule.points(now)
-    query = promql(rule.signal, env, rule.query_window_s)
+    if isinstance(rule, AuthFailureRule):
+        query = promql(rule.query_signal, env, rule.query_window_s, min_attempts=rule.min_attempts)
+    else:
+        query = promql(rule.query_signal, env, rule.query_window_s)
     series = metrics.range(query, ends[0], ends[-1], rule.period_s)
     points: list[tuple[float, float]] = []
     for _labels, values in series[:1]:

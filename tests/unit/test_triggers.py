@@ -55,11 +55,16 @@ def test_three_consecutive_degraded_windows_fire_with_p1_between_25_and_50() -> 
     assert ev.streak_start == 10_000.0 - 3 * 600
 
 
-def test_more_than_50_percent_sustained_is_p0_judged_on_the_smallest_degradation() -> None:
+def test_severity_is_what_the_newest_window_shows() -> None:
     assert PERF.evaluate("green", windows([BASE * 0.4] * 3), 1e4).severity == Severity.P0
-    # one window only 40% degraded: sustained degradation is 40% -> P1
-    mixed = windows([BASE * 0.4, BASE * 0.6, BASE * 0.4])
-    assert PERF.evaluate("green", mixed, 1e4).severity == Severity.P1
+    # a total outage whose first window was only partly affected: the present decides -> P0
+    mixed = windows([BASE * 0.6, BASE * 0.4, BASE * 0.0])
+    assert PERF.evaluate("green", mixed, 1e4).severity == Severity.P0
+    # recovering: the newest window is only 40% degraded -> P1
+    better = windows([BASE * 0.4, BASE * 0.4, BASE * 0.6])
+    assert PERF.evaluate("green", better, 1e4).severity == Severity.P1
+    # the error rate likewise: 10% then 60% -> P0
+    assert ERR.evaluate("green", windows([10.0, 10.0, 60.0], 300), 1e4).severity == Severity.P0
     # exactly 50% is not "over 50%"
     assert PERF.evaluate("green", windows([BASE * 0.5] * 3), 1e4).severity == Severity.P1
 
@@ -172,7 +177,8 @@ def test_runbook_defaults_and_time_scale() -> None:
     assert drill.resources[0].sustained_s == pytest.approx(1.2)
     assert drill.database is not None and drill.database.window_s == MIN_DB_WINDOW_S
     assert drill.database.response_time_s == MIN_RESPONSE_TIME_S
-    assert len(drill.describe()) == 6
+    # 5 runbook rules (3 resource signals) + 2 fast P0 windows + auth + database + outage
+    assert len(drill.describe()) == 10
 
 
 def test_disabled_or_alert_only_rules_are_left_out() -> None:
