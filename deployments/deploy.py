@@ -90,10 +90,13 @@ class DeployReport:
     config_path: str | None
     deployments: list[DeploymentRecord] = field(default_factory=list)
     automations: list[AutomationRecord] = field(default_factory=list)
+    # global concurrency limits the flows take (name -> created | exists)
+    concurrency_limits: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "api": self.api_url,
+            "concurrency_limits": dict(self.concurrency_limits),
             "work_pool": {"name": self.work_pool, "created": self.work_pool_created},
             "project_dir": self.project_dir,
             "config": self.config_path,
@@ -118,6 +121,8 @@ class DeployReport:
             out.append(
                 f"  {d.flow_name}/{d.name} {d.status}" + (f" ({'; '.join(extra)})" if extra else "")
             )
+        for name, status in self.concurrency_limits.items():
+            out.append(f"global concurrency limit: {name} ({status})")
         live = [a for a in self.automations if a.status != "deleted"]
         out.append(f"automations ({len(live)}):")
         out += [f"  {a.name!r} -> {a.deployment} {a.status}" for a in self.automations]
@@ -291,7 +296,12 @@ def _canonical(automation: Any) -> dict[str, Any]:
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "id"}
+            # sets (a trigger's `expect`, `after`, `for_each`) serialize in hash order
+            return {
+                k: sorted(v) if k in ("expect", "after", "for_each") else strip(v)
+                for k, v in value.items()
+                if k != "id"
+            }
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
@@ -326,8 +336,11 @@ async def reconcile_automations(
         if match is not None:
             automation_id, status = match.id, "unchanged"
         elif same_name:
-            automation_id, status = same_name[0].id, "updated"
-            await client.update_automation(automation_id, wanted)
+            # Replaced, not updated in place: Prefect 3.9's client.update_automation sends
+            # `owner_resource`, which its own server refuses (422 extra_forbidden).
+            await client.delete_automation(same_name[0].id)
+            kept.add(same_name[0].id)  # gone: not to be deleted again below
+            automation_id, status = await client.create_automation(wanted), "updated"
         else:
             automation_id, status = await client.create_automation(wanted), "created"
         kept.add(automation_id)
@@ -373,6 +386,32 @@ async def ensure_work_pool(client: Any, name: str) -> bool:
             2,
         )
     return False
+
+
+# The global limit both rollback flows take (flows/emergency_rollback.py ROLLBACK_LIMIT): one
+# rollback at a time whoever starts it. Created here and, if missing, at first use.
+GLOBAL_LIMITS = {"tbs-rollback": 1}
+
+
+async def ensure_global_limits(client: Any) -> dict[str, str]:
+    """Create the global concurrency limits if missing (an existing one is left as it is)."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    out: dict[str, str] = {}
+    for name, limit in GLOBAL_LIMITS.items():
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+            out[name] = "exists"
+        except ObjectNotFound:
+            try:
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=limit)
+                )
+                out[name] = "created"
+            except ObjectAlreadyExists:
+                out[name] = "exists"
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -515,6 +554,7 @@ async def adeploy(
         async with get_client() as client:
             await _check_api(client, api_url)
             report.work_pool_created = await ensure_work_pool(client, pool_name)
+            report.concurrency_limits = await ensure_global_limits(client)
             for declared in chosen:
                 await _deploy_one(client, project, declared, pool_name, env, report)
     return report

@@ -39,6 +39,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 from pydantic import BaseModel, Field
 
 from tasks.common import settings_for
@@ -59,6 +60,7 @@ from tasks.notify import addressed, deliver, pagerduty_event
 from tbs_emergency.config import Settings
 from tbs_emergency.connectors.base import Notification
 from tbs_emergency.domain.templates import DEFAULT_TEMPLATES
+from tbs_emergency.errors import TbsError
 from tbs_emergency.validation.contacts import (
     ContactFinding,
     add_problem,
@@ -200,6 +202,36 @@ class RollbackDrillParams(BaseModel):
     timeout_s: float = Field(300.0, gt=0)
 
 
+def _journaled_verdict(
+    drill: Any, incident_id: str | None, timeout_s: float
+) -> tuple[bool, str, list[str]] | None:
+    """The verdict of the recovery validation the rollback started for the incident (its
+    `validation` journal entry), waited for up to `timeout_s`; None if the rollback started
+    none (validation disabled) or it did not finish in time."""
+    if not incident_id:
+        return None
+    deadline = time.monotonic() + timeout_s
+    started = False
+    while time.monotonic() < deadline:
+        entries = drill.journal.entries(incident_id)
+        started = started or any(
+            e.kind == "action" and "recovery validation started" in e.what for e in entries
+        )
+        val = [e for e in entries if e.kind == "validation"]
+        if val:
+            v = val[-1].data.get("verdict") or {}
+            failures = [
+                f"{c.get('name')}: {c.get('detail')}"
+                for c in v.get("checks", [])
+                if c.get("status") in ("fail", "error") and c.get("required", True)
+            ]
+            return val[-1].result == "ok", val[-1].what, failures
+        if not started and time.monotonic() > deadline - timeout_s + 30:
+            return None  # no validation run was started for this incident
+        time.sleep(1.0)
+    return None
+
+
 def _make_drill(config_path: str, sandbox_dir: str | None, log: Any) -> Any:
     """The rollback engineer's drill (flows.rollback_drill.Drill): runner, watchdog, faults."""
     import os
@@ -215,10 +247,38 @@ def _make_drill(config_path: str, sandbox_dir: str | None, log: Any) -> Any:
     return Drill(config_path, Path(sandbox_dir) if sandbox_dir else None, log=log)
 
 
+class DrillFailed(TbsError):
+    """A failed drill's Failed state carries its record (`.record`); `run_rollback_drill`
+    returns the record either way."""
+
+    def __init__(self, record: DrillRecord) -> None:
+        self.record = record
+        super().__init__(
+            f"rollback drill {record.id} failed: " + "; ".join(record.problems[:3] or ["not ok"])
+        )
+
+
+def run_rollback_drill(params: RollbackDrillParams | None = None) -> DrillRecord:
+    """Run the `rollback_drill` flow; its record, passed or failed."""
+    try:
+        return rollback_drill(params)  # type: ignore[return-value]
+    except DrillFailed as exc:
+        return exc.record
+
+
 @flow(name="rollback_drill", log_prints=False, persist_result=False)
-def rollback_drill(params: RollbackDrillParams | None = None) -> DrillRecord:
+def rollback_drill(params: RollbackDrillParams | None = None) -> DrillRecord | State:
     """Rollback drill checklist: simulate the trigger, let the automation roll back, validate,
-    record every phase's time, put things back (faults cleared, traffic on green)."""
+    record every phase's time, put things back (faults cleared, traffic on green). A drill that
+    fails (or is refused) ends its run Failed `DrillFailed`, carrying the record."""
+    record = _rollback_drill(params)
+    if record.ok:
+        return record
+    exc = DrillFailed(record)
+    return Failed(name="DrillFailed", message=str(exc)[:500], data=exc)
+
+
+def _rollback_drill(params: RollbackDrillParams | None = None) -> DrillRecord:
     from tbs_emergency.config import config_path as resolve
 
     params = params or RollbackDrillParams()
@@ -296,29 +356,37 @@ def rollback_drill(params: RollbackDrillParams | None = None) -> DrillRecord:
             from flows.recovery_validation import ValidationParams, validate_recovery
 
             v0 = time.monotonic() - t0
-            verdict = validate_recovery(
-                ValidationParams(
-                    config_path=params.config_path,
-                    env="blue",
-                    incident_id=result.incident_id,
-                    escalate=False,
-                    decided_by="rollback_drill",
-                    time_scale=settings.drills.time_scale,
+            # The rollback starts the full recovery validation as its own run after step 4;
+            # the drill waits for its verdict in the journal rather than validating twice.
+            seen = _journaled_verdict(drill, result.incident_id, params.timeout_s)
+            if seen is not None:
+                passed, headline, failures = seen
+            else:
+                verdict = validate_recovery(
+                    ValidationParams(
+                        config_path=params.config_path,
+                        env="blue",
+                        incident_id=result.incident_id,
+                        escalate=False,
+                        decided_by="rollback_drill",
+                        time_scale=settings.drills.time_scale,
+                    )
                 )
-            )
+                passed, headline = verdict.passed, verdict.headline()
+                failures = [f"{c.name}: {c.detail}" for c in verdict.failures]
             record.phases.append(
                 Phase(
                     name="recovery validation (blue)",
                     start_s=round(v0, 3),
                     end_s=round(time.monotonic() - t0, 3),
-                    ok=verdict.passed,
-                    detail=verdict.headline(),
+                    ok=passed,
+                    detail=headline,
                 )
             )
-            record.details["validation"] = verdict.headline()
-            if not verdict.passed:
+            record.details["validation"] = headline
+            if not passed:
                 ok = False
-                record.problems += [f"validation: {c.name}: {c.detail}" for c in verdict.failures]
+                record.problems += [f"validation: {f}" for f in failures]
         p0 = time.monotonic() - t0
         drill.reset()
         record.phases.append(

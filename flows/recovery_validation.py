@@ -145,6 +145,7 @@ def _escalate(params: ValidationParams, verdict: Verdict) -> list[str]:
         "recovery validation failed: "
         + "; ".join(f"{c.name} ({c.status})" for c in verdict.failures)[:400]
     )
+    _reopen_if_resolved(params, reason)
     journal(
         cfg,
         Entry(
@@ -182,6 +183,36 @@ def _escalate(params: ValidationParams, verdict: Verdict) -> list[str]:
             ),
         )
     return problems
+
+
+def _reopen_if_resolved(params: ValidationParams, reason: str) -> None:
+    """The rollback resolved the incident on its fast checks and started this validation as its
+    own run: a failing verdict reopens the incident (a `reopened` entry) before escalating."""
+    from tasks.incident import journal_for, sync_index
+
+    assert params.incident_id is not None
+    try:
+        inc = journal_for(params.config_path).incident(params.incident_id)
+    except Exception as exc:  # the escalation below still happens
+        get_run_logger().error("cannot read incident %s: %s", params.incident_id, exc)
+        return
+    if inc is None or inc.status != "resolved":
+        return
+    journal(
+        params.config_path,
+        Entry(
+            incident_id=params.incident_id,
+            kind="reopened",
+            what=f"incident reopened: {reason}",
+            step="recovery-validation",
+            system=params.env,
+            decided_by=params.decided_by,
+            result="failed",
+            data={"reason": reason},
+        ),
+    )
+    with contextlib.suppress(Exception):
+        sync_index(params.config_path, params.incident_id)
 
 
 def _emit(params: ValidationParams, verdict: Verdict) -> None:

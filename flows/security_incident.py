@@ -304,14 +304,15 @@ def security_incident(params: SecurityIncidentParams | None = None) -> SecurityR
 
 
 def _rollback(run: SecurityRun, env: str, p: SecurityIncidentParams) -> None:
-    from flows.emergency_rollback import RollbackParams, emergency_rollback
+    from flows.emergency_rollback import RollbackParams, run_rollback
 
     if p.dry_run:
         run.report.lines.append("[planned] stage 3: emergency_rollback to blue (own incident)")
         return
     started = datetime.now(UTC)
     try:
-        res = emergency_rollback(
+        # run_rollback: an escalated/degraded rollback (a Failed run) still gives its result
+        res = run_rollback(
             RollbackParams(
                 config_path=p.config_path,
                 decided_by=f"security_incident {run.incident_id}",

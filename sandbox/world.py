@@ -940,6 +940,10 @@ class _Starter:
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "PREFECT_API_URL": f"{url}/api",
             "PREFECT_UI_API_URL": f"{url}/api",
+            # The shortest deployment-slot lease Prefect allows (production: 300 s): a run that
+            # lost its lease in a pause would end within ~25 s here, so the manual rollback's
+            # pause test needs to wait only a little longer than that to prove it does not.
+            "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",
         }
         service = start_listening(
             "prefect",
@@ -1525,6 +1529,8 @@ def write_config(
         if minutes is not None:
             lines.append(f"response_minutes = {minutes}")
         lines.append("")
+    from sandbox import seed as _seed
+
     lines += [
         "[integrity]",
         "sample_size = 1000",
@@ -1533,6 +1539,14 @@ def write_config(
         'key = "trade_id"',
         "critical = true",
         'updated_column = "updated_at"',
+        "# the keys each app mints (sandbox.seed.ENV_ID_BASE): a rollback that cannot read",
+        "# green's ledger carries green's range from green's MySQL (docs/rollback.md)",
+        "write_ranges = { "
+        + ", ".join(
+            f"{e} = [{_seed.ENV_ID_BASE[e]}, {_seed.ENV_ID_BASE[e] + _seed.LIVE_ID_BASE - 1}]"
+            for e in ("blue", "green")
+        )
+        + " }",
         "[[integrity.tables]]",
         'name = "strategy_results"',
         'key = ["strategy_id", "run_date"]',
@@ -1541,6 +1555,8 @@ def write_config(
     prefect_service = services.get("prefect")
     if prefect_service is not None:
         lines += ["[prefect]", f"api_url = {_q(prefect_service.extra['api_url'])}", ""]
+    # the journal's local spool (entries written while the object store is down), per world
+    lines += ["[journal]", f"spool_dir = {_q(str(world.dir / 'journal-spool'))}", ""]
     path = world.dir / "tbs.toml"
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))

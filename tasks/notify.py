@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import task
 
+from tasks.bounded import bounded
 from tasks.common import settings_for
 from tbs_emergency.connectors.base import Notification
 from tbs_emergency.domain.templates import DEFAULT_TEMPLATES, MessageContext, render
@@ -29,7 +30,8 @@ def notifier(config_path: str | None, channel: str) -> Any:
     return _NOTIFIERS[key]
 
 
-@task(name="deliver-notification", retries=2, retry_delay_seconds=[0.5, 2], timeout_seconds=30)
+@task(name="deliver-notification", retries=2, retry_delay_seconds=[0.5, 2])
+@bounded(30)  # enforced in worker threads too (tasks/bounded.py); deliveries are `.submit`ted
 def deliver(config_path: str | None, channel: str, message: Notification) -> dict[str, Any]:
     """Send one message on one channel; raises on failure (so the task retries)."""
     cfg = settings_for(config_path).channels[channel]
@@ -43,7 +45,8 @@ def deliver(config_path: str | None, channel: str, message: Notification) -> dic
     return {"channel": channel, "ok": d.ok, "detail": d.detail, "message_id": d.message_id}
 
 
-@task(name="pagerduty-event", retries=2, retry_delay_seconds=[0.5, 2], timeout_seconds=30)
+@task(name="pagerduty-event", retries=2, retry_delay_seconds=[0.5, 2])
+@bounded(30)
 def pagerduty_event(config_path: str | None, channel: str, action: str, incident_id: str) -> str:
     """Acknowledge or resolve the incident's PagerDuty alert (dedup key = incident id)."""
     n = notifier(config_path, channel)

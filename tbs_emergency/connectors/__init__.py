@@ -24,6 +24,7 @@ from tbs_emergency.errors import TbsError
 
 if TYPE_CHECKING:
     from tbs_emergency.connectors.app import HttpApp
+    from tbs_emergency.connectors.exposition import MetricsEndpoint
     from tbs_emergency.connectors.heavydb import HeavyDBDatabase
     from tbs_emergency.connectors.metrics import PrometheusMetrics
     from tbs_emergency.connectors.mysql import MySQLDatabase
@@ -113,6 +114,29 @@ class Connectors:
         from tbs_emergency.connectors.metrics import PrometheusMetrics
 
         return self._cached("metrics", lambda: PrometheusMetrics(self.settings.metrics))
+
+    def lb_metrics(self) -> MetricsEndpoint:
+        """The load balancer's per-backend metrics (traffic.metrics_url, default /_lb/metrics)."""
+        from tbs_emergency.connectors.exposition import MetricsEndpoint
+        from tbs_emergency.errors import ConfigError
+
+        cfg = self.settings.traffic
+        url = cfg.backend_metrics_url
+        if not url:
+            raise ConfigError("traffic.metrics_url is not set (the load balancer's metrics)")
+        return self._cached(  # type: ignore[no-any-return]
+            "lb-metrics", lambda: MetricsEndpoint(url, cfg.timeout_s, "lb-metrics")
+        )
+
+    def app_metrics(self, env: str) -> MetricsEndpoint:
+        """The application's own `/metrics` of one environment (read directly)."""
+        from tbs_emergency.connectors.exposition import MetricsEndpoint
+
+        cfg = self.settings.environment(env)
+        url = cfg.app_url.rstrip("/") + "/metrics"
+        return self._cached(  # type: ignore[no-any-return]
+            f"app-metrics:{env}", lambda: MetricsEndpoint(url, cfg.timeout_s, f"app-metrics[{env}]")
+        )
 
     def store(self) -> S3ObjectStore:
         from tbs_emergency.connectors.objectstore import S3ObjectStore

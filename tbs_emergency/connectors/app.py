@@ -39,6 +39,23 @@ class HttpApp:
             )
         raise self._http.status_error(op, resp)
 
+    # -- the write ledger (docs/sandbox.md "The ledger"; rollback: carrying writes) -----------
+
+    def ledger(self, since: str | None = None, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Every write the application saw committed (`GET /_ledger[?since=ISO]`), in commit
+        order: `[{"table", "store", "key": {column: value}, "at"}, ...]`. Raises on any
+        failure (a ledger that cannot be read is never an empty one)."""
+        op = "read the write ledger"
+        params = {"since": since} if since else None
+        resp = self._http.request("GET", "/_ledger", op, params=params, timeout_s=timeout_s)
+        if not 200 <= resp.status < 300:
+            raise self._http.status_error(op, resp)
+        body = self._http.json_of(op, resp)
+        writes = body.get("writes") if isinstance(body, dict) else None
+        if not isinstance(writes, list):
+            raise ConnectorError(self.name, op, 'the answer has no "writes" list')
+        return writes
+
     # -- user administration (security procedures, docs/security.md) --------------------------
     # `GET /_admin/users/<name>` -> {"user", "active", "role"};
     # `POST /_admin/users/<name>` {"active": bool} -> {"user", "active", "previous", "changed"}.

@@ -594,6 +594,28 @@ class HeavyDBDatabase:
                 retry_transport=False,
             )
 
+    def insert_rows_if_absent(
+        self,
+        table: str,
+        key_columns: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> int:
+        """Load the rows whose key the table does not hold yet (HeavyDB has no keys to refuse
+        a duplicate: the keys present are read first); the number of rows loaded."""
+        if not rows:
+            return 0
+        lowered = [c.lower() for c in columns]
+        at = [lowered.index(k.lower()) for k in key_columns]
+        keys = [tuple(r[i] for i in at) for r in rows]
+        cols, present_rows = self.read_rows(table, key_columns, keys)
+        pl = [c.lower() for c in cols]
+        pat = [pl.index(k.lower()) for k in key_columns] if cols else []
+        present = {tuple(r[i] for i in pat) for r in present_rows}
+        todo = [r for r, k in zip(rows, keys, strict=True) if k not in present]
+        self.write_rows(table, key_columns, columns, todo, [])
+        return len(todo)
+
 
 def _text(exc: BaseException) -> str:
     msg = getattr(exc, "error_msg", None) or getattr(exc, "message", None) or str(exc)

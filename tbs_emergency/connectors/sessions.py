@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from tbs_emergency.config import RedisConfig
@@ -18,6 +20,7 @@ from tbs_emergency.connectors.base import Probe
 from tbs_emergency.errors import ConnectorError, Refused, TimedOut, Unreachable
 
 _SCAN_BATCH = 1000
+_COPY_BATCH = 500
 
 
 class RedisSessions:
@@ -239,6 +242,134 @@ class RedisSessions:
             return out
 
         return list(self._do(f"read {key}", run))
+
+    # -- carrying sessions to another environment (rollback step 3) ------------------------------
+
+    def server_identity(self) -> str:
+        """What the server itself says it is: run id and database number (two URLs that reach
+        one server through different addresses are the same store)."""
+
+        def run(r: Any) -> str:
+            info = r.info("server")
+            db = r.connection_pool.connection_kwargs.get("db", 0)
+            return f"{info.get('run_id', '?')}/{db}"
+
+        return str(self._do("identify the server", run))
+
+    def same_store(self, other: RedisSessions) -> bool:
+        if self.config.identity == other.config.identity:
+            return True
+        return self.server_identity() == other.server_identity()
+
+    def copy_to(
+        self,
+        target: RedisSessions,
+        *,
+        extra_keys: Sequence[str] = (),
+        ttl_tolerance_ms: int = 2000,
+    ) -> dict[str, Any]:
+        """Copy every session key (and `extra_keys` that exist, e.g. the login lockdown flag)
+        to `target` with its remaining TTL (DUMP + PTTL here, RESTORE ... REPLACE there), then
+        verify key by key on the target: present, and its TTL no longer than the source's and
+        no shorter than the source's minus the time the copy took and `ttl_tolerance_ms`
+        (keys without expiry must have none).
+
+        `{"shared", "before", "copied", "verified", "missing", "expired", "ttl_mismatch",
+        "extra": {key: "copied"|"absent"|"missing"}, "seconds"}`; `missing` counts keys
+        that are not on the target (or not as they should be) after the copy; `expired`
+        counts keys that expired on the source between SCAN and DUMP (not carried, not
+        missing). With one store for both (same server and database) nothing is copied and
+        every key is verified as shared. Session ids never leave this method.
+        """
+        started = time.monotonic()
+        if self.same_store(target):
+            n = self.count()
+            return {
+                "shared": True,
+                "before": n,
+                "copied": 0,
+                "verified": n,
+                "missing": 0,
+                "expired": 0,
+                "ttl_mismatch": 0,
+                "extra": {},
+                "seconds": round(time.monotonic() - started, 3),
+            }
+
+        def read(r: Any) -> list[tuple[bytes, int, bytes | None, float]]:
+            keys = list(r.scan_iter(match=self._pattern(), count=_SCAN_BATCH))
+            keys += [k.encode() for k in extra_keys]
+            out: list[tuple[bytes, int, bytes | None, float]] = []
+            for i in range(0, len(keys), _COPY_BATCH):
+                chunk = keys[i : i + _COPY_BATCH]
+                pipe = r.pipeline(transaction=False)
+                for k in chunk:
+                    pipe.pttl(k)
+                    pipe.dump(k)
+                at = time.monotonic()
+                answers = pipe.execute()
+                for j, k in enumerate(chunk):
+                    out.append((k, int(answers[2 * j]), answers[2 * j + 1], at))
+            return out
+
+        items = self._do("read sessions to copy", read)
+        extra_names = {k.encode() for k in extra_keys}
+        sessions = [it for it in items if it[0] not in extra_names]
+        # PTTL -1: no expiry; -2 (gone) or 0 (expiring now): not carried. RESTORE's ttl 0
+        # means "no expiry", so a key about to expire must not be restored with it.
+        live = [it for it in items if it[2] is not None and (it[1] == -1 or it[1] > 0)]
+        expired = sum(1 for it in sessions if it[2] is None or not (it[1] == -1 or it[1] > 0))
+
+        def write(r: Any) -> int:
+            done = 0
+            for i in range(0, len(live), _COPY_BATCH):
+                chunk = live[i : i + _COPY_BATCH]
+                pipe = r.pipeline(transaction=False)
+                for key, pttl, payload, _at in chunk:
+                    pipe.restore(key, max(0, pttl), payload, replace=True)
+                pipe.execute()
+                done += len(chunk)
+            return done
+
+        copied = int(target._do("restore sessions", write)) if live else 0
+
+        def check(r: Any) -> list[int]:
+            out: list[int] = []
+            for i in range(0, len(live), _COPY_BATCH):
+                pipe = r.pipeline(transaction=False)
+                for key, *_ in live[i : i + _COPY_BATCH]:
+                    pipe.pttl(key)
+                out += [int(v) for v in pipe.execute()]
+            return out
+
+        after = target._do("verify copied sessions", check) if live else []
+        now, tol = time.monotonic(), ttl_tolerance_ms
+        verified = missing = mismatch = 0
+        extra: dict[str, str] = {k: "absent" for k in extra_keys}
+        for (key, pttl, _payload, at), got in zip(live, after, strict=True):
+            ok = got != -2 and (
+                (pttl == -1 and got == -1)
+                or (pttl >= 0 and 0 <= got <= pttl and got >= pttl - (now - at) * 1000 - tol)
+            )
+            if key in extra_names:
+                extra[_s(key)] = "copied" if ok else "missing"
+                continue
+            if ok:
+                verified += 1
+            else:
+                missing += 1
+                mismatch += got != -2
+        return {
+            "shared": False,
+            "before": len(sessions),
+            "copied": sum(1 for it in live if it[0] not in extra_names) if copied else 0,
+            "verified": verified,
+            "missing": missing,
+            "expired": expired,
+            "ttl_mismatch": mismatch,
+            "extra": extra,
+            "seconds": round(time.monotonic() - started, 3),
+        }
 
     def ping(self) -> Probe:
         def check() -> str:

@@ -32,5 +32,30 @@ class UserAccess:
         session = body.get("session") or {}
         return {"served_by": served, "user": session.get("user") or session.get("username")}
 
+    def anonymous(self) -> dict[str, Any]:
+        """`GET /` through the entry point without a session: `{"served_by", "status"}`; raises
+        unless it answers 200 (a user reaching the application, when no session exists)."""
+        op = "read /"
+        resp = self._http.request("GET", "/", op)
+        if resp.status != 200:
+            raise self._http.status_error(op, resp, detail=f"HTTP {resp.status}")
+        served = resp.headers.get("x-tbs-backend") or resp.headers.get("x-tbs-env")
+        return {"served_by": served, "status": resp.status}
+
+    def login(self, username: str, password: str) -> str:
+        """`POST /login` through the entry point: the new session's id (a bearer secret: the
+        caller keeps it to itself); raises unless it answers 200 with one."""
+        op = f"log in as {username}"
+        resp = self._http.request(
+            "POST", "/login", op, json={"username": username, "password": password}
+        )
+        if resp.status != 200:
+            raise self._http.status_error(op, resp, detail=f"HTTP {resp.status}")
+        body = self._http.json_of(op, resp)
+        sid = body.get("session_id") if isinstance(body, dict) else None
+        if not sid:
+            raise ConnectorError(self.name, op, "the answer has no session_id")
+        return str(sid)
+
     def close(self) -> None:
         self._http.close()

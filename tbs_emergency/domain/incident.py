@@ -20,12 +20,17 @@ from pydantic import BaseModel, Field
 from tbs_emergency.domain.severity import Severity, most_severe
 
 Result = Literal["ok", "failed", "skipped", "started", "info"]
-IncidentStatus = Literal["open", "escalated", "resolved", "merged"]
+IncidentStatus = Literal["open", "escalated", "degraded", "resolved", "merged"]
+# An incident in one of these still needs people or a rerun: `degraded` is a rollback that moved
+# traffic but left a containment action undone (named in its journal), still open.
+OPEN_STATUSES: tuple[str, ...] = ("open", "escalated", "degraded")
 
 # Entry kinds that change the incident's state when folded.
 OPENED = "opened"
 SEVERITY = "severity"
 ESCALATED = "escalated"
+DEGRADED = "degraded"
+REOPENED = "reopened"
 RESOLVED = "resolved"
 MERGED = "merged"
 JOINED = "joined"
@@ -100,7 +105,7 @@ class Incident(BaseModel):
 
     @property
     def is_open(self) -> bool:
-        return self.status in ("open", "escalated")
+        return self.status in OPEN_STATUSES
 
     def index_record(self) -> dict[str, Any]:
         """What `incidents/open/<id>.json` holds (read by `tbs-emergency status`)."""
@@ -145,8 +150,13 @@ class Incident(BaseModel):
             )
         if e.kind == ESCALATED and self.status == "open":
             return self.model_copy(update={"status": "escalated"})
+        if e.kind == DEGRADED and self.status in ("open", "escalated"):
+            return self.model_copy(update={"status": "degraded"})
         if e.kind == RESOLVED:
             return self.model_copy(update={"status": "resolved", "resolved_at": e.at})
+        if e.kind == REOPENED and self.status == "resolved":
+            # e.g. the recovery validation after a rollback failed: open again, then escalated
+            return self.model_copy(update={"status": "open", "resolved_at": None})
         if e.kind == MERGED:
             return self.model_copy(
                 update={"status": "merged", "merged_into": e.data.get("into"), "resolved_at": e.at}

@@ -69,6 +69,13 @@ WORLD_PARAMS: dict[str, dict[str, Any]] = {
     "incident-followup": {"incident_id": "{incident}", "window": "24h"},
     "integrity-sweep-hourly": {"expectations": False, "sample_size": 10},
     "integrity-sweep-nightly": {"expectations": False, "max_chunks": 1},
+    # no heartbeat ever on this server: nothing has gone silent, no page
+    "watchdog-silent": {},
+    "page-failed-emergency-run": {
+        "flow_run_name": "rollback-inc-deploy-test",
+        "state": "prefect.flow-run.Failed",
+        "dry_run": True,
+    },
 }
 # The rollback drill's deployment runs through the executor in tests/integration/test_deploy.py,
 # and its flow against this world in tests/e2e/rollback/test_zz_drill_flow.py (last in the

@@ -209,13 +209,13 @@ def test_rollback_drill_refuses_a_target_it_cannot_drill(
 ) -> None:
     from pathlib import Path
 
-    from flows.drills import RollbackDrillParams, rollback_drill
+    from flows.drills import RollbackDrillParams, run_rollback_drill
 
     path = Path(validation_config(sandbox_world, tmp_path))
     text = path.read_text()
     assert '[drills]\ntarget = "sandbox"' in text
     path.write_text(text.replace('[drills]\ntarget = "sandbox"', '[drills]\ntarget = "staging"'))
-    record = rollback_drill(RollbackDrillParams(config_path=str(path)))
+    record = run_rollback_drill(RollbackDrillParams(config_path=str(path)))  # ends Failed
     assert not record.ok and record.target == "staging"
     assert "injects its fault through the sandbox world" in record.problems[0]
     assert json.loads(conn.store().get(record.key))["ok"] is False, "the refusal is on record"

@@ -4,6 +4,7 @@ sites that run blue and green on one data tier. A world of its own, for this mod
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -11,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sandbox import world
+from sandbox.seed import SANDBOX_USERS
 from tbs_emergency.cli import app
+from tbs_emergency.connectors.useraccess import UserAccess
 from tests.e2e.conftest import World
 from tests.e2e.test_validation_fixtures import prefect_api
 
@@ -67,3 +70,37 @@ def test_sync_between_environments_sharing_the_servers_is_a_reported_no_op(
 def test_replication_needs_separate_stores(shared_world: World) -> None:
     with pytest.raises(world.WorldError, match="separate stores"):
         world.up(shared_world.dir, rows=10, prefect=False, replicate="green-to-blue")
+
+
+def test_shared_stores_verify_writes_and_sessions_without_copying(shared_world: World) -> None:
+    from tasks.incident import connectors_for
+    from tasks.rollback import carry_writes, preserve_sessions
+
+    cfg = shared_world.config
+    conn = connectors_for(cfg)
+    name, _role, password, _ = next(u for u in SANDBOX_USERS if u[0] == "trader02")
+    ua = UserAccess(shared_world.settings.traffic.url or "")
+    try:
+        sid = ua.login(name, password)
+        # the feed writes through green: wait for its first acknowledged writes
+        deadline = time.monotonic() + 60
+        while not conn.app("green").ledger() and time.monotonic() < deadline:
+            time.sleep(1)
+        conn.traffic().switch_to("blue")
+        res: dict[str, Any] = carry_writes.fn(cfg, "green", "blue")
+        assert res["ok"], res
+        assert res["ledger_entries"] > 0 and res["copied"] == 0 and res["missing"] == 0
+        (table,) = res["tables"]
+        assert [g["system"] for g in table["targets"]] == ["mysql[blue]"]
+        assert table["targets"][0]["still_missing"] == 0
+        notes = " ".join(res["notes"])
+        assert "mysql: green and blue share one server: verified, nothing copied" in notes
+        assert "heavydb: green and blue share one server: nothing to carry there" in notes
+
+        s: dict[str, Any] = preserve_sessions.fn(cfg, "green", "blue")
+        assert s["ok"] and s["shared"] and s["copied"] == 0
+        assert s["verified"] == s["before"] > 0
+        assert ua.me(sid)["served_by"] == "blue"
+    finally:
+        ua.close()
+        conn.traffic().switch_to("green")

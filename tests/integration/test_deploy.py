@@ -71,6 +71,13 @@ NO_WORLD: dict[str, dict[str, Any]] = {
     "incident-followup": {"incident_id": "{incident}", "window": "24h"},
     "integrity-sweep-hourly": {"expectations": False, "sample_size": 1},
     "integrity-sweep-nightly": {"expectations": False, "max_chunks": 1},
+    # no heartbeat ever on this server: nothing has gone silent, no page
+    "watchdog-silent": {},
+    "page-failed-emergency-run": {
+        "flow_run_name": "rollback-inc-deploy-test",
+        "state": "prefect.flow-run.Failed",
+        "dry_run": True,
+    },
 }
 # Needs the systems it validates: run by tests/e2e/test_deploy_world.py only.
 NEEDS_WORLD = {"recovery-validation"}
@@ -266,12 +273,15 @@ def test_deploy_registers_the_pool_every_deployment_and_every_trigger(
 ) -> None:
     report = deploy(api, config)
     assert report.work_pool_created and report.work_pool == "tbs-emergency"
+    # one rollback at a time, everywhere: the global limit both rollback flows take
+    assert report.concurrency_limits == {"tbs-rollback": "created"}
     assert [d.name for d in report.deployments] == list(PROJECT.names)
     assert {a.status for a in report.automations} == {"created"}
 
     async def check(client: Any) -> dict[str, Any]:
         pool = await client.read_work_pool("tbs-emergency")
         assert pool.type == "process"
+        assert (await client.read_global_concurrency_limit_by_name("tbs-rollback")).limit == 1
         for dep in PROJECT.deployments:
             flow = __import__(dep.module, fromlist=[dep.function])
             full = f"{getattr(flow, dep.function).name}/{dep.name}"
@@ -310,7 +320,7 @@ def test_deploy_registers_the_pool_every_deployment_and_every_trigger(
         return await _ids(client)
 
     STATE["ids"] = _run(api, check)
-    assert len(STATE["ids"]["automations"]) == len(PROJECT.trigger_names()) == 5
+    assert len(STATE["ids"]["automations"]) == len(PROJECT.trigger_names())
 
 
 def test_a_second_deploy_changes_nothing(api: str, config: str) -> None:
@@ -329,6 +339,7 @@ def test_a_second_deploy_changes_nothing(api: str, config: str) -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["work_pool"] == {"name": "tbs-emergency", "created": False}
+    assert doc["concurrency_limits"] == {"tbs-rollback": "exists"}
     assert {a["status"] for a in doc["automations"]} == {"unchanged"}
     assert {d["status"] for d in doc["deployments"]} == {"updated"}
     assert doc["api"] == api and doc["config"] == config

@@ -337,10 +337,12 @@ def test_feed_writes_to_the_active_environment_only(world: World) -> None:
     since = switched.isoformat().replace("+00:00", "Z")
     _wait(lambda: world.ledger("blue", since), 10, "blue writes after the switch")
     time.sleep(1.0)
-    # A batch sent just before the switch may land just after it; nothing later goes to green.
+    # The one batch in flight at the switch may commit on green after it (on a loaded machine,
+    # well after); no later batch goes to green. A batch's rows share one commit time.
     late = switched + dt.timedelta(seconds=0.5)
     green_late = [w for w in world.ledger("green", since) if w["store"] == "mysql"]
-    assert [w for w in green_late if _at(w) >= late] == []
+    late_batches = {w["at"] for w in green_late if _at(w) >= late}
+    assert len(late_batches) <= 1, sorted(late_batches)
     blue_after = world.ledger("blue")
     assert blue_after[: len(blue_before)] == blue_before
     assert len([w for w in blue_after if w["store"] == "mysql"]) >= 10

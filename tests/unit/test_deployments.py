@@ -82,6 +82,8 @@ def test_names_other_code_uses_are_declared() -> None:
         d.RESOLVED_EVENT,
         d.BENCH_EVENT,
         d.SECURITY_ALERT_EVENT,
+        d.HEARTBEAT_EVENT,
+        *d.RUN_FAILED_EVENTS,
     } == expected
 
 
@@ -102,7 +104,9 @@ def test_triggers_are_valid_prefect_triggers_the_flows_accept() -> None:
     from flows.escalation import EscalationParams
     from flows.incident_report import IncidentReportParams
     from flows.latency_probe import ProbeParams
+    from flows.page_failed_run import PageParams
     from flows.security_incident import SecurityIncidentParams
+    from flows.watchdog_silent import SilentParams
 
     models = {
         d.ROLLBACK: RollbackParams,
@@ -110,6 +114,8 @@ def test_triggers_are_valid_prefect_triggers_the_flows_accept() -> None:
         d.SECURITY_INCIDENT: SecurityIncidentParams,
         d.PROBE: ProbeParams,
         "incident-report": IncidentReportParams,
+        d.WATCHDOG_SILENT: SilentParams,
+        d.PAGE_FAILED: PageParams,
     }
     with_triggers = {dep.name for dep in PROJECT.deployments if dep.triggers}
     assert with_triggers == set(models)
@@ -121,13 +127,22 @@ def test_triggers_are_valid_prefect_triggers_the_flows_accept() -> None:
     assert len(set(PROJECT.trigger_names())) == len(PROJECT.trigger_names())
 
 
+def test_a_silent_watchdog_pages_within_a_minute() -> None:
+    dep = PROJECT.get(d.WATCHDOG_SILENT)
+    (trigger,) = triggers_for(dep)
+    assert trigger.posture == "Proactive" and trigger.expect == {d.HEARTBEAT_EVENT}
+    assert trigger.within.total_seconds() == 60 and trigger.threshold == 1
+
+
 def test_the_rollback_runs_once_per_incident_and_one_at_a_time() -> None:
     dep = PROJECT.get(d.ROLLBACK)
     (t,) = dep.triggers
     assert t.posture == "Reactive" and t.threshold == 1
     assert t.for_each == ("prefect.resource.id",) and t.within_s >= 60
     assert t.match == {"prefect.resource.id": "tbs.incident.*"}
-    assert dep.concurrency == d.Concurrency(limit=1, collision_strategy="ENQUEUE")
+    # one at a time: the global limit tbs-rollback inside the flow, not a deployment limit
+    # (whose lease a paused manual rollback lost); see test_rollback_honesty
+    assert dep.concurrency is None
     params = t.parameters["params"]
     assert params["incident_id"] == "{{ event.resource['tbs.incident.id'] }}"
     assert params["config_path"] == "", "the run's TBS_CONFIG, recorded by deploy"

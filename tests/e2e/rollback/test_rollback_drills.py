@@ -8,6 +8,8 @@ two triggers at once give one incident and one rollback.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from flows.rollback_drill import Drill
@@ -21,12 +23,23 @@ def journal_of(drill: Drill, incident_id: str):  # type: ignore[no-untyped-def]
     return drill.journal.entries(incident_id)
 
 
-@pytest.mark.parametrize("scenario", ["throughput", "errors", "resources", "database"])
+# database: green's MariaDB unreachable leaves containment undone (degraded), see
+# test_rollback_behaviour.py::test_a_database_failure_rolls_back_degraded_and_a_rerun_completes
+# throughput: test_rollback_carry.py (the same checks, and the writes and sessions in detail)
+@pytest.mark.parametrize("scenario", ["errors", "resources"])
 def test_trigger_family_rolls_back_to_blue(rollback_drill: Drill, scenario: str) -> None:
     r = rollback_drill.run(scenario)
+    assert_resolved_rollback(rollback_drill, r)
+
+
+def assert_resolved_rollback(rollback_drill: Drill, r: Any) -> None:
+    """A drill's rollback did everything: every step ok, one redirect, the report, the
+    notifications, no acknowledged write lost, every session on blue."""
     assert r.incident_id, r
     assert r.rolled_back and r.traffic == "blue", r.as_dict()
     assert r.status == "resolved", (r.status, r.problems)
+    assert r.lost_writes == 0, r.as_dict()
+    assert r.sessions and r.sessions["on_blue"] == r.sessions["before"] > 0, r.sessions
     entries = journal_of(rollback_drill, r.incident_id)
     steps = {e.step: e.result for e in entries if e.kind == "step"}
     assert steps == {

@@ -10,10 +10,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def test_manual_rollback_records_every_checklist_item(rollback_drill: Drill) -> None:
-    from flows.manual_rollback import ManualRollbackParams, manual_rollback
+    from flows.manual_rollback import ManualRollbackParams, run_manual_rollback
 
     rollback_drill.reset()
-    res = manual_rollback(
+    res = run_manual_rollback(
         ManualRollbackParams(
             reason="e2e manual drill",
             requested_by="tester",
@@ -38,10 +38,10 @@ def test_manual_rollback_records_every_checklist_item(rollback_drill: Drill) -> 
 
 
 def test_manual_rollback_dry_run_changes_nothing(rollback_drill: Drill) -> None:
-    from flows.manual_rollback import ManualRollbackParams, manual_rollback
+    from flows.manual_rollback import ManualRollbackParams, run_manual_rollback
 
     rollback_drill.reset()
-    res = manual_rollback(
+    res = run_manual_rollback(
         ManualRollbackParams(
             reason="dry",
             requested_by="tester",
