@@ -56,7 +56,13 @@ from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
 from pydantic import BaseModel, Field
 
-from flows.runinfo import incident_run_name, name_run, rollback_slot, run_tags
+from flows.runinfo import (
+    incident_run_name,
+    name_run,
+    rollback_slot,
+    run_tags,
+    start_validation,
+)
 from tasks.common import settings_for
 from tasks.incident import journal_for, open_incident, store_report, sync_index
 from tasks.notify import deliver, pagerduty_event, plan_messages
@@ -105,7 +111,6 @@ LEASE_S = 60.0
 SLOT_WAIT_S = 900.0  # a rollback waits this long for the one running before it
 # The whole run, slot wait and the in-process validation fallback included.
 ROLLBACK_TIMEOUT_S = 3600.0
-VALIDATION_DEPLOYMENT = "recovery_validation/recovery-validation"
 # Step 4 (runbook: 120-180 s) at real time: its checks are waited for this long, its
 # notifications until STEP4_SETTLE_S; later answers are journaled after the step.
 STEP4_CHECKS_S = 45.0
@@ -970,55 +975,11 @@ def _read_only_result(kind: str, res: dict[str, Any], done: set[str]) -> str:
 
 
 def _start_validation(run: _Run, p: RollbackParams) -> dict[str, Any]:
-    """Start the full recovery validation of blue as its own flow run, linked to the incident.
-
-    Through the `recovery-validation` deployment (`run_deployment(..., timeout=0)`: the rollback
-    does not wait; the run is named `validation-<incident>` and tagged `incident:<id>`); where no
-    such deployment is registered (an in-process CLI run without a Prefect server), as a subflow
-    here, after the slot is released. Either way the validation journals its verdict in the
-    incident and, when it fails, reopens and escalates it.
-    """
-    from flows.recovery_validation import ValidationParams, validate_recovery
-
-    inc = run.incident
+    """Start the full recovery validation of blue as its own flow run, linked to the incident
+    (`flows.runinfo.start_validation`, after the slot is released), and journal that it did."""
     scale = p.validation_time_scale or min(1.0, settings_for(run.cfg).triggers.time_scale)
-    vp = ValidationParams(
-        config_path=run.cfg,
-        env=TARGET,
-        incident_id=inc.id,
-        escalate=True,
-        decided_by="emergency_rollback",
-        time_scale=scale,
-    )
-    tags = ["tbs", "validation", f"incident:{inc.id}", f"env:{TARGET}"]
-    name = f"validation-{inc.id}"
-    try:
-        from prefect.deployments import run_deployment
-
-        fr = run_deployment(
-            VALIDATION_DEPLOYMENT,
-            parameters={"params": vp.model_dump(mode="json")},
-            timeout=0,
-            flow_run_name=name,
-            tags=tags,
-        )
-        info: dict[str, Any] = {
-            "mode": "deployment",
-            "flow_run_id": str(fr.id),  # type: ignore[union-attr]
-            "name": name,
-        }
-    except Exception as exc:
-        from prefect.exceptions import ObjectNotFound
-
-        if not isinstance(exc, ObjectNotFound):
-            run.log.warning("recovery-validation deployment not started (%s): in process", exc)
-        verdict = validate_recovery(vp)
-        info = {
-            "mode": "in-process",
-            "name": name,
-            "passed": verdict.passed,
-            "headline": verdict.headline(),
-        }
+    info = start_validation(run.cfg, run.incident.id, TARGET, scale, "emergency_rollback")
+    name = info["name"]
     run.entry(
         "action",
         f"recovery validation started as its own run ({info['mode']}): {name}",

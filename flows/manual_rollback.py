@@ -43,10 +43,15 @@ from flows.emergency_rollback import (
     LEASE_S,
     ROLLBACK_LIMIT,
     SLOT_WAIT_S,
-    VALIDATION_DEPLOYMENT,
     _value,
 )
-from flows.runinfo import incident_run_name, name_run, rollback_slot, run_tags
+from flows.runinfo import (
+    incident_run_name,
+    name_run,
+    rollback_slot,
+    run_tags,
+    start_validation,
+)
 from tasks.common import settings_for
 from tasks.incident import journal, open_incident, store_report, sync_index
 from tasks.notify import deliver, plan_messages
@@ -163,44 +168,6 @@ def _slot_if(act: bool) -> Iterator[dict[str, Any]]:
             raise
     else:
         cm.__exit__(None, None, None)
-
-
-def _start_validation(cfg: str | None, incident_id: str, scale: float) -> dict[str, Any]:
-    """The full recovery validation of blue as its own run (as emergency_rollback does)."""
-    from flows.recovery_validation import ValidationParams, validate_recovery
-
-    vp = ValidationParams(
-        config_path=cfg,
-        env="blue",
-        incident_id=incident_id,
-        escalate=True,
-        decided_by="manual_rollback",
-        time_scale=scale,
-    )
-    name = f"validation-{incident_id}"
-    try:
-        from prefect.deployments import run_deployment
-
-        fr = run_deployment(
-            VALIDATION_DEPLOYMENT,
-            parameters={"params": vp.model_dump(mode="json")},
-            timeout=0,
-            flow_run_name=name,
-            tags=["tbs", "validation", f"incident:{incident_id}", "env:blue"],
-        )
-        return {"mode": "deployment", "flow_run_id": str(fr.id), "name": name}  # type: ignore[union-attr]
-    except Exception as exc:
-        from prefect.exceptions import ObjectNotFound
-
-        if not isinstance(exc, ObjectNotFound):
-            get_run_logger().warning("recovery-validation deployment not started (%s)", exc)
-        verdict = validate_recovery(vp)
-        return {
-            "mode": "in-process",
-            "name": name,
-            "passed": verdict.passed,
-            "headline": verdict.headline(),
-        }
 
 
 def _table(items: list[ChecklistItem], overruns: dict[str, float]) -> str:
@@ -412,7 +379,8 @@ def manual_rollback(params: ManualRollbackParams) -> ManualRollbackResult | Stat
         # Phase 5: Validation & Communication ------------------------------------------------------
         s = datetime.now(UTC)
         # Fast checks here (blue's health, its traffic and errors at the load balancer); the full
-        # recovery validation runs after the procedure, as its own flow run (_start_validation).
+        # recovery validation runs after the procedure, as its own flow run
+        # (runinfo.start_validation).
         step("Execute comprehensive health checks", environment_health, "blue", key="healthy")
         if act:
             lb, err = _value(backend_window, cfg, "blue", 5.0)
@@ -480,7 +448,7 @@ def manual_rollback(params: ManualRollbackParams) -> ManualRollbackResult | Stat
         status=status,
     )
     if completed:
-        result.validation = _start_validation(cfg, inc.id, scale)
+        result.validation = start_validation(cfg, inc.id, "blue", scale, "manual_rollback")
     return _final(result)
 
 

@@ -145,3 +145,57 @@ def rollback_slot(
             raise
     else:
         cm.__exit__(None, None, None)
+
+
+VALIDATION_DEPLOYMENT = "recovery_validation/recovery-validation"
+
+
+def start_validation(
+    cfg: str | None, incident_id: str, env: str, scale: float, decided_by: str
+) -> dict[str, Any]:
+    """The full recovery validation of `env` as its own flow run, linked to the incident.
+
+    Through the `recovery-validation` deployment (`run_deployment(..., timeout=0)`: the caller
+    does not wait; the run is named `validation-<incident>` and tagged `incident:<id>`); where
+    no such deployment is registered (an in-process CLI run without a Prefect server), as a
+    subflow here. Either way the validation journals its verdict in the incident and, when it
+    fails, reopens and escalates it. What was started: `{mode, name, flow_run_id | verdict}`.
+    """
+    from flows.recovery_validation import ValidationParams, validate_recovery
+
+    vp = ValidationParams(
+        config_path=cfg,
+        env=env,
+        incident_id=incident_id,
+        escalate=True,
+        decided_by=decided_by,
+        time_scale=scale,
+    )
+    name = f"validation-{incident_id}"
+    try:
+        from prefect.deployments import run_deployment
+
+        fr = run_deployment(
+            VALIDATION_DEPLOYMENT,
+            parameters={"params": vp.model_dump(mode="json")},
+            timeout=0,
+            flow_run_name=name,
+            tags=["tbs", "validation", f"incident:{incident_id}", f"env:{env}"],
+        )
+        return {"mode": "deployment", "flow_run_id": str(fr.id), "name": name}  # type: ignore[union-attr]
+    except Exception as exc:
+        from prefect.exceptions import ObjectNotFound
+
+        if not isinstance(exc, ObjectNotFound):
+            from prefect import get_run_logger
+
+            get_run_logger().warning(
+                "recovery-validation deployment not started (%s): in process", exc
+            )
+        verdict = validate_recovery(vp)
+        return {
+            "mode": "in-process",
+            "name": name,
+            "passed": verdict.passed,
+            "headline": verdict.headline(),
+        }

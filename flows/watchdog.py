@@ -329,48 +329,30 @@ class Watchdog:
         out: list[Evaluation] = []
         key = f"{BLIND}:live"
         due = self._due.setdefault(key, _Due())
-        if not readable:
-            out.append(
-                self._handle(
-                    key,
-                    due,
-                    Evaluation(
-                        rule=BLIND,
-                        env=live,
-                        at=now,
-                        status="blind",
-                        threshold=0.0,
-                        required=0,
-                        streak=0,
-                        values=(),
-                        reason=(
-                            "no live environment readable: the load balancer does not answer;"
-                            f" watching {live} by direct probes"
-                        ),
-                        signal="live_environment",
-                        severity=Severity.P1,
-                    ),
-                )
+        # Whether the live environment can be read at all (the load balancer answers): blind
+        # while it cannot, and "ok" once, when it answers again.
+        if not readable or due.last_status == "blind":
+            reason = (
+                "no live environment readable: the load balancer does not answer;"
+                f" watching {live} by direct probes"
+                if not readable
+                else f"the load balancer answers again: {live} has the traffic"
             )
-        elif due.last_status == "blind":
-            out.append(
-                self._handle(
-                    key,
-                    due,
-                    Evaluation(
-                        rule=BLIND,
-                        env=live,
-                        at=now,
-                        status="ok",
-                        threshold=0.0,
-                        required=0,
-                        streak=0,
-                        values=(),
-                        reason=f"the load balancer answers again: {live} has the traffic",
-                        signal="live_environment",
-                    ),
-                )
+            extra: dict[str, Any] = {"severity": Severity.P1} if not readable else {}
+            live_eval = Evaluation(
+                rule=BLIND,
+                env=live,
+                at=now,
+                status="blind" if not readable else "ok",
+                threshold=0.0,
+                required=0,
+                streak=0,
+                values=(),
+                reason=reason,
+                signal="live_environment",
+                **extra,
             )
+            out.append(self._handle(key, due, live_eval))
         if self.rules.outage:
             out.extend(self._outage(live, now))
         due_rules = []
