@@ -62,8 +62,10 @@ SCENARIOS: dict[str, list[tuple[str, str, float | None]]] = {
     "double": [("green", "errors", 20.0), ("green", "throughput", 0.6)],
     "outage": [("green", "app-down", None)],
     "app-hang": [("green", "app-hang", None)],
-    "p1-veto": [("green", "throughput", 0.3)],
-    "p1-timeout": [("green", "throughput", 0.3)],
+    # 40% below the baseline: inside the P1 band (25-50%) with a margin on both sides, so the
+    # second source's short window confirms it and no window reads it as P0
+    "p1-veto": [("green", "throughput", 0.4)],
+    "p1-timeout": [("green", "throughput", 0.4)],
 }
 EXPECT_ROLLBACK = {
     "throughput",
