@@ -46,5 +46,6 @@ bench: setup
 down:
 	uv run tbs-emergency sandbox down --dir $(SANDBOX_DIR)
 
-clean: down
+clean: setup
+	uv run tbs-emergency sandbox down --dir $(SANDBOX_DIR) --purge
 	rm -rf $(SANDBOX_DIR)

@@ -108,8 +108,10 @@ def spawn(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start argv detached in its own session, stdout and stderr appended to log_path."""
+    """Start argv detached in its own session, stdout and stderr appended to log_path (as
+    `user`, with its primary group and no other, when given: a server that refuses root)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
     if env:
@@ -124,9 +126,18 @@ def spawn(
                 env=full_env,
                 cwd=str(cwd) if cwd else None,
                 start_new_session=True,
+                **(
+                    {"user": user, "group": primary_group(user), "extra_groups": []} if user else {}
+                ),
             )
         except FileNotFoundError as exc:
             raise ServiceError(f"{name}: cannot start {argv[0]!r}: {exc.strerror}") from None
+
+
+def primary_group(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 def wait_ready(
@@ -169,9 +180,10 @@ def start_listening(
     timeout: float = 30.0,
     ready: Callable[[], bool] | None = None,
     extra: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> Service:
     """Spawn a server and return it once its port accepts connections (and ready() holds)."""
-    proc = spawn(name, argv, log_path, env=env, cwd=cwd)
+    proc = spawn(name, argv, log_path, env=env, cwd=cwd, user=user)
 
     def check() -> bool:
         return port_open(LOOPBACK, port) and (ready is None or ready())

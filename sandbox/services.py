@@ -15,6 +15,10 @@ MariaDB on a directory whose server is still running raises ServiceError (check 
   `ensure_mysql_accounts` creates the archive database and the application and recovery users.
 - Redis: no persistence by default (`--save "" --appendonly no`); `persistent=True` keeps an
   append-only file (the sandbox world's session stores survive a restart).
+- PostgreSQL: the database of the sandbox's Prefect server (Prefect's production backend; on
+  SQLite its single writer delays the automations' actions under a drill's event load). One
+  account with a password (scram-sha-256), TCP on loopback only, no Unix socket; run as the
+  `postgres` account (else `nobody`) when started by root, since PostgreSQL refuses root.
 - moto: the S3 stand-in, moto's server run by `sandbox.s3store`, which keeps S3's state on disk
   under `state_dir/data`: a stop and start (or a crash, minus the last 2 seconds) keeps every
   bucket and object version. moto's other AWS mocks stay in memory.
@@ -29,8 +33,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from sandbox.proc import LOOPBACK, Service, ServiceError, free_port, start_listening
+from sandbox.proc import (
+    LOOPBACK,
+    Service,
+    ServiceError,
+    free_port,
+    primary_group,
+    start_listening,
+)
 
 MARIADBD = "/usr/sbin/mariadbd"
 INSTALL_DB_CANDIDATES = ("mariadb-install-db", "mysql_install_db")
@@ -370,6 +382,215 @@ def start_moto(state_dir: Path, port: int | None = None) -> Service:
         timeout=120,
         extra={"data_dir": str(data_dir)},
     )
+
+
+# Kept small on purpose, like MariaDB's: Prefect's server needs a handful of connections.
+_POSTGRES_SETTINGS = (
+    "shared_buffers=32MB",
+    "max_connections=60",
+    "unix_socket_directories=",
+    "listen_addresses=127.0.0.1",
+    "logging_collector=off",
+    "log_min_messages=warning",
+)
+
+
+def pg_binary(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, else the newest Debian one (Debian keeps them in
+    /usr/lib/postgresql/<version>/bin, off PATH)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+        reverse=True,
+    )
+    return str(versions[0]) if versions else None
+
+
+def _pg_binary(name: str) -> str:
+    found = pg_binary(name)
+    if found is None:
+        raise ServiceError(f"postgres: {name} is not installed (Debian package postgresql)")
+    return found
+
+
+def _postgres_user() -> str | None:
+    """The account to run PostgreSQL as: None (ourselves) unless we are root."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise ServiceError("postgres: running as root and neither a postgres nor a nobody account")
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.chown(name, entry.pw_uid, entry.pw_gid)
+
+
+def start_postgres(
+    state_dir: Path, port: int | None = None, *, user: str, password: str, database: str
+) -> Service:
+    """Start a PostgreSQL server on loopback with `database` owned by `user` (password auth).
+
+    The cluster lives in `state_dir/data` (initialised on first start, reused after); the log
+    is `state_dir/postgres.log`. The password never reaches argv or the log: initdb reads it
+    from a file that is removed at once. url is postgresql://user@127.0.0.1:P/database.
+    """
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "postgres.log"
+    port = port or free_port()
+    run_as = _postgres_user()
+    data = _pg_data_dir(state_dir, run_as)
+    if not (data / "PG_VERSION").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        pwfile = data.parent / "initdb.pw"
+        pwfile.write_text(password + "\n")
+        os.chmod(pwfile, 0o600)
+        if run_as:
+            _chown_tree(state_dir, run_as)
+            _chown_tree(data.parent, run_as)
+        try:
+            argv = [_pg_binary("initdb"), "-D", str(data), "-U", user, "-A", "scram-sha-256"]
+            argv += [f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-sync"]
+            with open(log_path, "ab") as log:
+                done = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(state_dir),
+                    timeout=120,
+                    **({"user": run_as, "group": primary_group(run_as)} if run_as else {}),
+                )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise ServiceError("postgres: initdb failed; log tail:\n" + _tail(log_path))
+    elif run_as:
+        _chown_tree(state_dir, run_as)
+        _chown_tree(data.parent, run_as)
+    argv = [_pg_binary("postgres"), "-D", str(data), "-p", str(port)]
+    for setting in _POSTGRES_SETTINGS:
+        argv += ["-c", setting]
+    service = start_listening(
+        "postgres",
+        argv,
+        port,
+        log_path,
+        url=f"postgresql://{user}@{LOOPBACK}:{port}/{database}",
+        cwd=state_dir,
+        ready=lambda: _postgres_answers(port, user, password, "postgres"),
+        timeout=60,
+        extra={"data_dir": str(data), "user": user, "database": database},
+        user=run_as,
+    )
+    _ensure_pg_database(port, user, password, database)
+    return service
+
+
+PG_DATA_LOCATION = "data-location"
+
+
+def _pg_data_dir(state_dir: Path, run_as: str | None) -> Path:
+    """Where the cluster lives: `state_dir/data`, unless PostgreSQL runs as another account
+    (we are root) that cannot reach state_dir (a parent such as pytest's 0700 base directory);
+    then a private directory of its own under the system temp dir, named in
+    `state_dir/data-location` (found again by the next start, removed by `purge_postgres`)."""
+    recorded = state_dir / PG_DATA_LOCATION
+    if recorded.exists():
+        return Path(recorded.read_text().strip())
+    if run_as is None or _reachable_by(state_dir, run_as):
+        return state_dir / "data"
+    import tempfile
+
+    outside = Path(tempfile.mkdtemp(prefix="tbs-prefect-db-"))
+    os.chmod(outside, 0o700)
+    recorded.write_text(str(outside / "data") + "\n")
+    return outside / "data"
+
+
+def _reachable_by(directory: Path, user: str) -> bool:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    os.chown(directory, entry.pw_uid, entry.pw_gid)
+    probe = subprocess.run(
+        ["test", "-w", str(directory), "-a", "-x", str(directory)],
+        user=user,
+        group=entry.pw_gid,
+        extra_groups=[],
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def purge_postgres(state_dir: Path) -> None:
+    """Remove a cluster that lives outside state_dir (see `_pg_data_dir`); the server must be
+    stopped. Nothing to do when the data is inside state_dir."""
+    recorded = Path(state_dir) / PG_DATA_LOCATION
+    if recorded.exists():
+        outside = Path(recorded.read_text().strip()).parent
+        if outside.name.startswith("tbs-prefect-db-"):
+            shutil.rmtree(outside, ignore_errors=True)
+        recorded.unlink(missing_ok=True)
+
+
+def _tail(path: Path) -> str:
+    from sandbox.proc import log_tail
+
+    return log_tail(path)
+
+
+def _pg_run(port: int, user: str, password: str, database: str, sql: str | None) -> Any:
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> Any:
+        conn = await asyncpg.connect(
+            host=LOOPBACK, port=port, user=user, password=password, database=database, timeout=2
+        )
+        try:
+            return await conn.fetchval(sql or "SELECT 1")
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def _postgres_answers(port: int, user: str, password: str, database: str) -> bool:
+    try:
+        return _pg_run(port, user, password, database, None) == 1
+    except Exception:
+        return False
+
+
+def _ensure_pg_database(port: int, user: str, password: str, database: str) -> None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", database):
+        raise ServiceError(f"postgres: database name {database!r} is not a plain identifier")
+    exists = _pg_run(
+        port,
+        user,
+        password,
+        "postgres",
+        f"SELECT count(*) FROM pg_database WHERE datname = '{database}'",
+    )
+    if not exists:
+        _pg_run(port, user, password, "postgres", f"CREATE DATABASE {database}")
 
 
 def _http_answers(url: str) -> bool:

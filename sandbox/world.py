@@ -106,6 +106,7 @@ SERVICE_ORDER = (
     "app-green",
     "lb",
     "prometheus",
+    "prefect-db",
     "prefect",
     "executor",
 )
@@ -126,6 +127,7 @@ STOP_LAYERS = (
         "mysql",
         "mysql-blue",
         "mysql-green",
+        "prefect-db",
     ),
 )
 # Faults the world itself carries out (the others go to an app or a network path).
@@ -169,6 +171,7 @@ REQUIRED_BINARIES = {
     "haproxy": "haproxy",
     "mariadbd": "mariadb-server",
     "redis-server": "redis-server",
+    "postgres": "postgresql",  # the Prefect server's database
 }
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,11 +206,16 @@ def topology_of(sandbox_dir: Path) -> dict[str, Any]:
 
 
 def _which(binary: str) -> str | None:
+    if binary == "postgres":
+        from sandbox.services import pg_binary
+
+        return pg_binary(binary)
     return shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin")
 
 
 def ensure_binaries(log: Log = print) -> None:
-    """Make sure Prometheus, HAProxy, MariaDB and Redis are installed (apt-get when root)."""
+    """Make sure Prometheus, HAProxy, MariaDB, Redis and PostgreSQL are installed (apt-get
+    when root)."""
     missing = sorted({pkg for binary, pkg in REQUIRED_BINARIES.items() if not _which(binary)})
     if not missing:
         return
@@ -330,6 +338,7 @@ class _World:
             # root over TCP (the administration account `up --json` names in the database URLs)
             "mysql_root_password": lambda: secrets.token_urlsafe(18),
             "mysql_repl_password": lambda: secrets.token_urlsafe(18),
+            "prefect_db_password": lambda: secrets.token_urlsafe(18),
         }
         changed = False
         for key, make in wanted.items():
@@ -416,7 +425,7 @@ def _wanted(topology: str, prefect: bool, with_heavydb: bool) -> list[str]:
     names += ["s3", "sink", "lb", "prometheus"]
     names += [f"{p}-{env}" for p in ("netpath", "app") for env in ENVIRONMENTS]
     if prefect:
-        names += ["prefect", "executor"]
+        names += ["prefect-db", "prefect", "executor"]
     return names
 
 
@@ -924,12 +933,32 @@ class _Starter:
         )
         return self._started(service, t0)
 
+    def prefect_db(self) -> Service:
+        """PostgreSQL for the Prefect server, as in production: on SQLite, one writer at a time
+        held the automations' RunDeployment actions back for seconds under a drill's events."""
+        from sandbox.services import start_postgres
+
+        if (s := self._reuse("prefect-db")) is not None:
+            return s
+        t0 = time.monotonic()
+        service = start_postgres(
+            self.world.dir / "prefect-db",
+            self.ports["prefect-db"],
+            user="prefect",
+            password=self.sec["prefect_db_password"],
+            database="prefect",
+        )
+        service.name = "prefect-db"
+        return self._started(service, t0)
+
     def prefect(self) -> Service:
+        db = self.prefect_db()
         home = self._logs("prefect")
         port = self.ports["prefect"]
         binary = Path(sys.executable).with_name("prefect")
         argv = [str(binary), "server", "start", "--host", LOOPBACK, "--port", str(port)]
-        signature = _signature(argv)
+        database = db.url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        signature = _signature(argv, database)
         if (s := self._reuse("prefect", signature)) is not None:
             return s
         t0 = time.monotonic()
@@ -944,6 +973,10 @@ class _Starter:
             # lost its lease in a pause would end within ~25 s here, so the manual rollback's
             # pause test needs to wait only a little longer than that to prove it does not.
             "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",
+            # in the environment only: never in argv, services.json or the log
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database.replace(
+                "@", ":" + urllib.parse.quote(self.sec["prefect_db_password"], safe="") + "@", 1
+            ),
         }
         service = start_listening(
             "prefect",
@@ -1582,9 +1615,12 @@ def write_config(
 # ------------------------------------------------------------------------------------------------
 
 
-def down(sandbox_dir: Path) -> list[str]:
+def down(sandbox_dir: Path, *, purge_outside: bool = False) -> list[str]:
     """Stop every service `up` started (in layers), keep the data; return the names stopped.
 
+    `purge_outside` also removes the data kept outside the directory (the Prefect server's
+    PostgreSQL cluster, when root started it from a directory its account cannot reach), so
+    that removing the directory afterwards leaves nothing behind.
     Raises WorldError if a port of theirs still accepts connections afterwards.
     """
     world = _World(Path(sandbox_dir))
@@ -1613,6 +1649,10 @@ def down(sandbox_dir: Path) -> list[str]:
             raise WorldError("could not stop: " + "; ".join(failures))
         # Nothing runs any more, so no fault is in force: the next `up` starts clean.
         (world.dir / FAULTS_FILE).unlink(missing_ok=True)
+        if purge_outside:
+            from sandbox.services import purge_postgres
+
+            purge_postgres(world.dir / "prefect-db")
         return stopped
 
 

@@ -103,12 +103,23 @@ def _security_line(security: dict | None) -> str:
 
 
 @sandbox_app.command("down")
-def sandbox_down(sandbox_dir: SandboxDir = Path(".sandbox"), as_json: JsonOpt = False) -> None:
-    """Stop every sandbox service; data stays on disk."""
+def sandbox_down(
+    sandbox_dir: SandboxDir = Path(".sandbox"),
+    purge: Annotated[
+        bool,
+        typer.Option(
+            "--purge",
+            help="Also remove data kept outside the directory (the Prefect server's database"
+            " when root started it), before the directory itself is removed.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop every sandbox service; data stays on disk (in the directory, unless --purge)."""
     from sandbox import world
 
     try:
-        stopped = world.down(sandbox_dir.resolve())
+        stopped = world.down(sandbox_dir.resolve(), purge_outside=purge)
     except (RuntimeError, OSError) as exc:
         raise fail(str(exc), 1) from None
     if as_json:

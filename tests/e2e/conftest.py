@@ -87,7 +87,7 @@ def _world(directory: Path, **kw: Any) -> Iterator[World]:
     ports = handle.ports()
     yield handle
     ports = sorted(set(ports + handle.ports()))
-    world.down(directory)
+    world.down(directory, purge_outside=not os.environ.get("TBS_E2E_SANDBOX_DIR"))
     left = listening(ports)
     assert not left, f"ports still listening after down: {left}"
 

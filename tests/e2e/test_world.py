@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -159,6 +160,7 @@ def test_up_is_idempotent(sandbox_world: World) -> None:
 def test_status_lists_every_service_alive(sandbox_world: World) -> None:
     status = world.status(sandbox_world.dir)
     expected = {"s3", "sink", "app-blue", "app-green", "lb", "prometheus", "prefect", "executor"}
+    expected |= {"prefect-db"}  # the Prefect server's PostgreSQL
     expected |= {f"{k}-{e}" for k in ("mysql", "redis", "netpath") for e in ("blue", "green")}
     if world.heavydb_available():
         expected |= {"heavydb-blue", "heavydb-green"}
@@ -171,7 +173,11 @@ def test_status_lists_every_service_alive(sandbox_world: World) -> None:
 def test_up_names_every_service_per_environment(sandbox_world: World) -> None:
     services = sandbox_world.services
     names = {f"{k}-{e}" for k in ("mysql", "heavydb", "redis", "app") for e in ("blue", "green")}
-    assert names | {"lb", "prometheus", "s3", "sink", "prefect"} <= set(services)
+    assert names | {"lb", "prometheus", "s3", "sink", "prefect", "prefect-db"} <= set(services)
+    # Prefect's production backend; the URL names the account, never its password
+    assert re.fullmatch(
+        r"postgresql://prefect@127\.0\.0\.1:\d+/prefect", services["prefect-db"]["url"]
+    )
     for name, entry in services.items():
         assert set(entry) >= {"url", "pid"}, name
     # Each environment its own servers; the URLs carry the administration account.
