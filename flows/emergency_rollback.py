@@ -109,6 +109,9 @@ ROLLBACK_LIMIT = "tbs-rollback"
 # a process that dies holding the slot frees it within a minute.
 LEASE_S = 60.0
 SLOT_WAIT_S = 900.0  # a rollback waits this long for the one running before it
+# Step 2 of an outage: how long the app's own health check may take before the app counts as
+# not answering (the watchdog's direct probes time out at 1.5 s by default).
+OUTAGE_HEALTH_WAIT_S = 2.5
 # The whole run, slot wait and the in-process validation fallback included.
 ROLLBACK_TIMEOUT_S = 3600.0
 # Step 4 (runbook: 120-180 s) at real time: its checks are waited for this long, its
@@ -495,7 +498,15 @@ def _confirm_breach(run: _Run, rules: RuleSet, window_s: float) -> dict[str, Any
         threshold = rules.auth.breaches
         signal = "login_failure_rate"
         min_attempts_per_s = rules.auth.min_attempts / rules.auth.period_s
-    f_app = app_counters_window.submit(run.cfg, inc.env, window_s)
+    outage = rule == "outage"
+    health_by: float | None = None
+    if outage:
+        # An outage is confirmed by health (the app's own and the load balancer's), not by
+        # rates: one reading of each, no counter window, and an app that has not answered its
+        # health check within OUTAGE_HEALTH_WAIT_S counts as not answering (a hung app).
+        window_s = 0.0
+        health_by = time.monotonic() + OUTAGE_HEALTH_WAIT_S
+    f_app = None if outage else app_counters_window.submit(run.cfg, inc.env, window_s)
     f_lb = backend_window.submit(run.cfg, inc.env, window_s)
     f_health = app_second_opinion.submit(run.cfg, inc.env)
     if signal is not None:  # for the record: what Prometheus says now (not the confirmation)
@@ -510,9 +521,11 @@ def _confirm_breach(run: _Run, rules: RuleSet, window_s: float) -> dict[str, Any
         )
         v, err = _value(metric, run.cfg, signal, inc.env, window)
         evidence[f"prometheus_{signal}"] = v if err is None else f"unknown ({err})"
-    app_c, app_err = _future(f_app)
+    app_c, app_err = (
+        _future(f_app) if f_app is not None else (None, "not read: health decides an outage")
+    )
     lb, lb_err = _future(f_lb)
-    app, app_herr = _future(f_health)
+    app, app_herr = _future(f_health, health_by)
     evidence["app_counters"] = app_c or {"error": app_err}
     evidence["load_balancer"] = lb or {"error": lb_err}
     if threshold is not None:
