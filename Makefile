@@ -16,7 +16,7 @@ demo: setup
 
 test: setup
 	uv run ruff check .
-	uv run pytest
+	uv run pytest -n 3 --dist loadgroup
 
 # the automation-driven rollback drills alone (their own world with a Prefect server)
 test-rollback: setup

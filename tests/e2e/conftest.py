@@ -1,15 +1,18 @@
-"""One sandbox world for the whole e2e session, shaped as production runs it.
+"""One sandbox world per e2e session, shaped as production runs it.
 
-The world is brought up once, in a temporary directory, with a small dataset (2000 trades),
-separate stores per environment and its Prefect server, deployed from prefect.yaml with the
-executor running (the production path); every e2e test shares it, the rollback drills
-(tests/e2e/rollback) last, since they move traffic and inject faults. At the end it is brought
-down and the session fails if any port of its services still accepts connections.
+Under pytest-xdist each worker that runs e2e tests has a world of its own (`make test` splits
+them into two groups, below). The world is brought up once, in a temporary directory, with a
+small dataset (2000 trades), separate stores per environment and its Prefect server, deployed
+from prefect.yaml with the executor running (the production path); every e2e test of the
+worker shares it, the rollback drills (tests/e2e/rollback) last, since they move traffic and
+inject faults. At the end it is brought down and the session fails if any port of its services
+still accepts connections.
 
 `shared_world` (on demand) is a second, smaller world in the shared topology (one MariaDB,
 HeavyDB and Redis for both environments), for the behaviour that differs there.
 
-Set TBS_E2E_SANDBOX_DIR to reuse a directory (a warm world starts in about a second).
+Set TBS_E2E_SANDBOX_DIR to reuse a directory (a warm world starts in about a second); under
+xdist each worker uses a subdirectory named after it.
 """
 
 from __future__ import annotations
@@ -68,9 +71,16 @@ def listening(ports: list[int]) -> list[int]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The rollback drills move traffic and inject faults into the one session world: they run
-    after every other e2e test (a stable sort keeps the order within each group)."""
-    items.sort(key=lambda item: "tests/e2e/rollback/" in item.nodeid)
+    """On a world, the rollback drills, which move traffic and inject faults, run after every
+    other e2e test (a stable sort keeps the order within each part). Under xdist each world's
+    tests keep this order on their worker (tests/conftest.py decides which world)."""
+
+    def rank(item: pytest.Item) -> int:
+        if "tests/e2e/rollback/" in item.nodeid:
+            return 1
+        return 0 if "tests/e2e/" in item.nodeid else 2
+
+    items.sort(key=rank)
 
 
 def _world(directory: Path, **kw: Any) -> Iterator[World]:
@@ -95,7 +105,11 @@ def _world(directory: Path, **kw: Any) -> Iterator[World]:
 @pytest.fixture(scope="session")
 def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     given = os.environ.get("TBS_E2E_SANDBOX_DIR")
-    directory = Path(given) if given else tmp_path_factory.mktemp("world")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if given:
+        directory = Path(given) / worker if worker else Path(given)
+    else:
+        directory = tmp_path_factory.mktemp("world")
     yield from _world(directory, prefect=True, topology="separate")
 
 
