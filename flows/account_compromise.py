@@ -9,7 +9,9 @@
 4. `review-user-privileges.sh --report-anomalies`: its privileges against
    `security.privilege_policy`.
 
-An unknown user (no account anywhere) changes nothing and says so. `restore_account` lifts the
+An unknown user (no account anywhere) changes nothing and says so. The tool's own accounts and
+the priority users (tbs_emergency.security.protected) are refused, nothing changed, unless
+`force`; a forced suspension says so in the report and the journal. `restore_account` lifts the
 suspension in reverse order (sessions ended stay ended: the user logs in again).
 """
 
@@ -36,11 +38,15 @@ from tasks.security import (
 )
 from tbs_emergency.domain.severity import Severity
 from tbs_emergency.security.assessment import Findings, failed_login_bursts, unusual_sources
+from tbs_emergency.security.protected import protected_accounts, suspension_refusal
 from tbs_emergency.security.systems import suspension_plan
 
 
 class AccountParams(SecurityParams):
     user: str = Field(..., description="The compromised user (database and application)")
+    force: bool = Field(
+        False, description="Suspend even the tool's own accounts and the priority users"
+    )
 
 
 @flow(name="account_compromise", log_prints=False, persist_result=False)
@@ -51,7 +57,26 @@ def account_compromise(params: AccountParams) -> SecurityReport:
     run = SecurityRun(p, f"compromised account {user}")
     settings = settings_for(run.cfg)
     sec = settings.security
+    refusal = suspension_refusal(settings, user)
+    if refusal and not p.force:
+        # Before anything: no incident opened, no lookup, nothing changed.
+        run.report.bad_input = True
+        run.problem(refusal)
+        return run.finish(f"security-account-{user}")
     run.open(Severity.P1, f"security: account {user} compromised", "all", salt=f"account:{user}")
+    forced = ""
+    if refusal:
+        reasons = protected_accounts(settings)[user]
+        forced = " (FORCED: protected account)"
+        run.report.notes.append(f"forced (--force): {user} is {'; and '.join(reasons)}")
+        run.report.detail["forced"] = reasons
+        run.entry(
+            "decision",
+            f"account {user}: suspension of a protected account forced",
+            system="security:accounts",
+            result="info",
+            data={"forced": True, "protected": reasons},
+        )
     try:
         where = locate_user(run.cfg, user)
     except Exception as exc:
@@ -93,7 +118,7 @@ def account_compromise(params: AccountParams) -> SecurityReport:
         dry_run=p.dry_run,
         incident_id=run.incident_id,
     )
-    run.steps(result, f"account {user} suspended", "security:accounts")
+    run.steps(result, f"account {user} suspended{forced}", "security:accounts")
     if result.problems:
         return run.finish(f"security-account-{user}")
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from tasks.common import settings_for
 from tbs_emergency.dbops.actions import Action
 from tbs_emergency.dbops.targets import Engine, ServerTarget, live_identity, server_targets
+from tbs_emergency.domain.incident import MaybeIncidentId
 from tbs_emergency.errors import TbsError
 
 T = TypeVar("T")
@@ -24,7 +25,7 @@ class DbParams(BaseModel):
     environments: list[str] = Field(default_factory=list)
     dry_run: bool = False
     # The incident this run belongs to: its journal gets the previous settings and actions.
-    incident_id: str | None = None
+    incident_id: MaybeIncidentId = None
 
 
 class TargetReport(BaseModel):
@@ -44,6 +45,8 @@ class DbReport(BaseModel):
     ok: bool
     targets: list[TargetReport] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    # refused for what was asked (a guard), not for a failure: the CLI exits 2
+    bad_input: bool = False
 
     @property
     def problems(self) -> list[str]:

@@ -27,12 +27,12 @@ from tasks.common import settings_for
 from tasks.incident import journal, journal_for, sync_index
 from tasks.notify import addressed, deliver, pagerduty_event
 from tbs_emergency.domain.escalation import due, next_page_at
-from tbs_emergency.domain.incident import ACKNOWLEDGED, Entry
+from tbs_emergency.domain.incident import ACKNOWLEDGED, Entry, IncidentId
 from tbs_emergency.domain.templates import MessageContext, render
 
 
 class EscalationParams(BaseModel):
-    incident_id: str
+    incident_id: IncidentId
     config_path: str = ""
     max_wait_s: float = 3600.0
 

@@ -10,7 +10,9 @@ must move exactly as planned, else it is rolled back. The plan and the outcome a
 (`flashback/<id>/journal.json`, and the incident's journal when given); the applied transaction
 is tagged in the binlog, so a rerun with the same id never applies it twice, and a later
 flashback refuses a window that contains it. A DDL or TRUNCATE in the window on a chosen table
-is refused (point-in-time recovery is the tool for that).
+is refused (point-in-time recovery is the tool for that), and so is a chosen table on a
+non-transactional engine (MyISAM, Aria, MEMORY: ENGINE in information_schema.TABLES), before
+anything is read from the binlog or written.
 
 Needs: the admin account with REPLICATION SLAVE (reads the binlog), BINLOG MONITOR, BINLOG
 REPLAY (applies row images) and the table privileges; binlog_format=ROW, binlog_row_image=FULL.
@@ -19,7 +21,6 @@ REPLAY (applies row images) and the table privileges; binlog_format=ROW, binlog_
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -36,26 +37,23 @@ from tasks.recovery import (
     write_flashback_journal,
 )
 from tasks.rollback import active_traffic
+from tbs_emergency.domain.incident import MaybeIncidentId
 from tbs_emergency.recovery.flashback import FlashbackPlan
 from tbs_emergency.recovery.ids import new_id, validate_id
 from tbs_emergency.recovery.reconcile import RecoveryRecord, render_markdown
+from tbs_emergency.timestamps import Instant
 
 
 class FlashbackParams(BaseModel):
     config_path: str | None = None
     environment: str | None = None  # None: the environment that has traffic
-    since: datetime
+    since: Instant  # with a time zone (a naive timestamp is refused)
     tables: list[str] = Field(min_length=1)
     dry_run: bool = False
     # Given: rerun (or finish) that flashback; it is never applied twice.
     flashback_id: str | None = None
     lock_wait_s: float = Field(10.0, gt=0)
-    incident_id: str | None = None
-
-    @field_validator("since")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        return v if v.tzinfo else v.replace(tzinfo=UTC)
+    incident_id: MaybeIncidentId = None
 
     @field_validator("flashback_id")
     @classmethod
@@ -72,6 +70,8 @@ class FlashbackReport(BaseModel):
     plan: list[str] = Field(default_factory=list)
     statements: list[str] = Field(default_factory=list)
     refusals: list[str] = Field(default_factory=list)
+    # refused for what was asked (a non-transactional table), not a failure: the CLI exits 2
+    bad_input: bool = False
     conflicts: list[str] = Field(default_factory=list)
     counts: dict[str, Any] = Field(default_factory=dict)
     journal: str | None = None
@@ -126,6 +126,7 @@ def flashback(params: FlashbackParams) -> Any:
     for line in report.plan:
         log.info("plan: %s", line)
     if plan.refusals:
+        report.bad_input = bool(plan.non_transactional)
         return Failed(message="refused: " + "; ".join(plan.refusals), data=report)
     if params.dry_run:
         # Kept so that applying this id applies exactly what was shown (plus a conflict check

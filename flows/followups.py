@@ -27,7 +27,7 @@ from tasks.common import settings_for
 from tasks.incident import journal, journal_for, sync_index
 from tasks.notify import addressed, deliver
 from tbs_emergency.connectors.base import Notification
-from tbs_emergency.domain.incident import RESOLVED, Entry, Incident
+from tbs_emergency.domain.incident import RESOLVED, Entry, Incident, IncidentId
 from tbs_emergency.errors import NotFound
 from tbs_emergency.validation.followups import (
     CLOSED,
@@ -156,7 +156,7 @@ def schedule_followups(
 
 
 class FollowUpParams(BaseModel):
-    incident_id: str
+    incident_id: IncidentId
     window: Window
     config_path: str | None = None
 
@@ -235,7 +235,7 @@ def incident_followup(params: FollowUpParams) -> dict[str, Any]:
 
 
 class CompleteFollowUpParams(BaseModel):
-    incident_id: str
+    incident_id: IncidentId
     window: Window
     by: str = Field(min_length=1)
     note: str = ""

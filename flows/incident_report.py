@@ -28,14 +28,14 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from tasks.incident import journal, journal_for
-from tbs_emergency.domain.incident import Entry, Incident
+from tbs_emergency.domain.incident import Entry, Incident, IncidentId
 from tbs_emergency.domain.journal import report_key
 from tbs_emergency.errors import NotFound
 from tbs_emergency.validation.report import render_full_report
 
 
 class IncidentReportParams(BaseModel):
-    incident_id: str
+    incident_id: IncidentId
     config_path: str | None = None
     schedule_followups: bool = True
     followup_deployment: str = "incident_followup/incident-followup"

@@ -66,7 +66,7 @@ from tasks.rollback import (
     verify_user_access,
     wait_transactions,
 )
-from tbs_emergency.domain.incident import RESOLVED, Entry, Incident, incident_id
+from tbs_emergency.domain.incident import RESOLVED, Entry, Incident, OptionalIncidentId, incident_id
 from tbs_emergency.domain.plan import MANUAL_PHASES
 from tbs_emergency.domain.secondsource import blue_checks
 from tbs_emergency.domain.severity import Severity
@@ -82,7 +82,7 @@ class ManualRollbackParams(BaseModel):
     reason: str = Field(..., description="Why roll back (documented with the incident)")
     requested_by: str = Field("on-call", description="Who starts the procedure")
     config_path: str = ""
-    incident_id: str = ""
+    incident_id: OptionalIncidentId = ""
     authorized_by: str = Field("", description="Pre-authorization (drills); empty: ask a person")
     authorization_timeout_s: int = 900
     dry_run: bool = False

@@ -15,13 +15,13 @@ from pydantic import BaseModel, Field
 
 from tasks.incident import journal_for
 from tasks.notify import deliver, plan_messages
-from tbs_emergency.domain.incident import Entry
+from tbs_emergency.domain.incident import Entry, OptionalIncidentId
 from tbs_emergency.domain.templates import DEFAULT_TEMPLATES, MessageContext
 
 
 class NotifyParams(BaseModel):
     template: str = Field(..., description=f"One of: {', '.join(DEFAULT_TEMPLATES)}")
-    incident_id: str = ""
+    incident_id: OptionalIncidentId = ""
     severity: str = "P0"
     reason: str = ""
     config_path: str = ""

@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.notify import NotifyParams, notify
+from tbs_emergency.domain.incident import is_incident_id
 
 
 class PageParams(BaseModel):
@@ -56,6 +57,10 @@ def page_failed_run(params: PageParams) -> dict[str, Any]:
     tags = params.tags or _tags_of(params.flow_run_id)
     state = params.state.rsplit(".", 1)[-1] or "Failed"
     incident = incident_of(params.flow_run_name, tags)
+    if incident and not is_incident_id(incident):
+        # A page must never fail on a malformed tag: page without the incident, say what it was.
+        log.warning("run tag/name names %r, not an incident id: paging without it", incident)
+        incident = ""
     severity = next((t.split(":", 1)[1] for t in tags if t.startswith("severity:")), "P0")
     reason = (
         f"the emergency run {params.flow_run_name or params.flow_run_id} ended {state}:"

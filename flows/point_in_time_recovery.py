@@ -26,7 +26,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from flows.recovery_validation import validation_summary
 from tasks.backup import default_dump_dir, read_manifest, utcnow
@@ -55,25 +55,17 @@ from tbs_emergency.recovery.binlog import Decoded, StatementEvent
 from tbs_emergency.recovery.flashback import window_refusals
 from tbs_emergency.recovery.ids import new_id
 from tbs_emergency.recovery.reconcile import RecoveryRecord, render_markdown
-
-
-def _utc(v: datetime) -> datetime:
-    return v if v.tzinfo else v.replace(tzinfo=UTC)
+from tbs_emergency.timestamps import Instant
 
 
 class PitrParams(BaseModel):
     config_path: str | None = None
     environment: str | None = None  # None: the environment that has traffic
-    target_at: datetime
+    target_at: Instant  # with a time zone (a naive timestamp is refused)
     target_database: str
     dry_run: bool = False
     force: bool = False  # the target database may exist (its tables are kept aside)
     reconcile: bool = True  # compare the recovered database with the live one afterwards
-
-    @field_validator("target_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        return _utc(v)
 
 
 class PitrReport(BaseModel):
@@ -265,17 +257,12 @@ def point_in_time_recovery(params: PitrParams) -> Any:
 class HeavyPitrParams(BaseModel):
     config_path: str | None = None
     environment: str | None = None
-    target_at: datetime
+    target_at: Instant  # with a time zone (a naive timestamp is refused)
     tables: list[str] = Field(default_factory=list)  # empty: every table with records/dumps
     dry_run: bool = False
     heavydb_restore_dir: str | None = None
     # the live tables change: end with the recovery validation of the environment
     validate_recovery: bool = True
-
-    @field_validator("target_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        return _utc(v)
 
 
 class HeavyPitrReport(BaseModel):

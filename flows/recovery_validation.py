@@ -53,7 +53,7 @@ from tasks.validation import (
     strategies,
     ui_load,
 )
-from tbs_emergency.domain.incident import Entry
+from tbs_emergency.domain.incident import Entry, MaybeIncidentId
 from tbs_emergency.domain.templates import MessageContext
 from tbs_emergency.errors import TbsError
 from tbs_emergency.validation.declarations import SampleAccount, expand
@@ -68,7 +68,7 @@ class ValidationParams(BaseModel):
 
     config_path: str | None = None
     env: str = Field("blue", description="The environment to validate (after a rollback: blue)")
-    incident_id: str | None = Field(None, description="Journal the verdict into this incident")
+    incident_id: MaybeIncidentId = Field(None, description="Journal the verdict into this incident")
     escalate: bool = Field(True, description="With incident_id: escalate when it fails")
     decided_by: str = "recovery_validation"
     time_scale: float = Field(1.0, gt=0, le=1, description="Multiplies every duration (drills)")

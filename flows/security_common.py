@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from tasks.incident import journal_for, open_incident
-from tbs_emergency.domain.incident import Entry, Incident, incident_id
+from tbs_emergency.domain.incident import Entry, Incident, OptionalIncidentId, incident_id
 from tbs_emergency.domain.severity import Severity
 from tbs_emergency.errors import TbsError
 from tbs_emergency.security.steps import StepsResult
@@ -23,7 +23,9 @@ class SecurityParams(BaseModel):
 
     config_path: str = Field("", description="tbs.toml; empty: $TBS_CONFIG or ./tbs.toml")
     dry_run: bool = Field(False, description="Print the plan; change nothing")
-    incident_id: str = Field("", description="Incident to journal to; empty opens a new one")
+    incident_id: OptionalIncidentId = Field(
+        "", description="Incident to journal to; empty opens a new one"
+    )
     decided_by: str = Field("person", description="Who or what decided")
 
 

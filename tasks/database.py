@@ -251,6 +251,8 @@ def sync_table(
     batch_size: int,
     verify: bool,
     dry_run: bool = False,
+    max_delete_share: float | None = None,
+    snapshot: bool = False,
 ) -> sync.TableSyncResult:
     """Bring one table of the target environment to the source's content; verify after.
 
@@ -275,4 +277,6 @@ def sync_table(
             verify=verify,
             dry_run=dry_run,
             log=get_run_logger(),
+            max_delete_share=max_delete_share,
+            snapshot=snapshot,
         )

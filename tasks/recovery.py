@@ -27,7 +27,14 @@ from tasks.incident import connectors_for
 from tbs_emergency.errors import ConnectorError, IntegrityError, NotFound, Refused
 from tbs_emergency.recovery import catalog, chunkfile, layout
 from tbs_emergency.recovery.binlog import ColumnType, parse_verbose
-from tbs_emergency.recovery.flashback import FlashbackPlan, TableInfo, build_plan, conflicts
+from tbs_emergency.recovery.flashback import (
+    FlashbackPlan,
+    TableInfo,
+    build_plan,
+    conflicts,
+    non_transactional,
+    non_transactional_refusals,
+)
 from tbs_emergency.recovery.heavydb_plan import HeavyTablePlan, plan_table
 from tbs_emergency.recovery.manifest import BinlogCoordinates, Manifest, MySQLTable
 from tbs_emergency.recovery.pitr import BackupPoint, BinlogFile, PitrPlan, PitrRefused, plan_pitr
@@ -497,6 +504,12 @@ def plan_flashback(
         start_file="",
         until=BinlogCoordinates(file="-", position=4),
     )
+    # Before anything else: a non-transactional table cannot be flashed back (bad input).
+    bad = non_transactional(rec.table_engines(database, sorted(tables)))
+    if bad:
+        base.non_transactional = bad
+        base.refusals += non_transactional_refusals(database, bad)
+        return base
     if not info["log_bin"]:
         base.refusals.append("binary logging is off: there is nothing to undo changes from")
         return base

@@ -682,6 +682,9 @@ class DatabaseEmergencyConfig(_Model):
     # Environment sync: integrity.tables names (empty: the ones marked critical).
     sync_tables: list[str] = Field(default_factory=list)
     sync_batch_size: int = Field(1000, ge=1, le=100_000)
+    # `db sync` refuses (exit 2, nothing written) to delete more than this share of a target
+    # table's rows unless --allow-mass-delete: an empty or truncated source never wipes it.
+    sync_max_delete_share: float = Field(0.01, ge=0, le=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -993,18 +996,46 @@ def config_path(path: str | os.PathLike[str] | None = None) -> Path:
 def _format_errors(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
+        parts = [str(p) for p in err["loc"] if p not in ("function-after", "function-before")]
+        loc = ".".join(parts)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "required field is missing"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"{loc or '(top level)'}: {msg}")
+        lines.append(f"{loc or '(top level)'}: {msg}{_from_environment(parts)}")
     return lines
+
+
+def _from_environment(parts: list[str]) -> str:
+    """Where a value came from the environment (TBS_A__B... set for it or a level above), say
+    which variable: its value is never shown (it may hold a secret)."""
+    for n in range(len(parts), 0, -1):
+        name = "TBS_" + "__".join(parts[:n]).upper()
+        if any(k.upper() == name for k in os.environ):
+            return f" (from the environment variable {name})"
+    return ""
+
+
+_SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
+
+
+def _settings_error(exc: Exception) -> list[str]:
+    """pydantic-settings' parse error (a complex field's TBS_* value that is not JSON) as one
+    line naming the variable; the value is never shown (it may hold a secret)."""
+    m = _SETTINGS_ERROR_FIELD.search(str(exc))
+    field = m.group(1) if m else None
+    var = f"TBS_{field.upper()}" if field else "a TBS_* environment variable"
+    return [
+        f"{var}: not valid JSON (a section from the environment is a JSON object; or set one"
+        f" field, e.g. TBS_ENVIRONMENTS__GREEN__MYSQL__PORT=3307)"
+    ]
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read and validate the configuration; raise ConfigError with one line per problem."""
+    from pydantic_settings import SettingsError
+
     p = config_path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -1012,11 +1043,19 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(
             [f"{p}: no such file (give --config PATH or set TBS_CONFIG)"], str(p)
         ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{p}: not UTF-8 text (byte {exc.start}): save it as UTF-8"], str(p)
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{p}: not valid TOML: {exc}"], str(p)) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{p}: is a directory, not a tbs.toml"], str(p)) from None
     except OSError as exc:
         raise ConfigError([f"{p}: cannot be read: {exc.strerror}"], str(p)) from None
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc), str(p)) from None
+    except SettingsError as exc:
+        raise ConfigError(_settings_error(exc), str(p)) from None

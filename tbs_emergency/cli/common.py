@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tbs_emergency.errors import ConfigError
 
@@ -36,6 +38,29 @@ def fail(lines: list[str] | str, code: int) -> typer.Exit:
     for line in [lines] if isinstance(lines, str) else lines:
         err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def check_incident_id(value: str | None) -> str | None:
+    """Typer callback of every incident id argument and `--incident` option: an id the code
+    makes (inc-..., ops-YYYYMMDD), else one line and exit 2 before anything runs."""
+    if value:
+        from tbs_emergency.domain.incident import validate_incident_id
+
+        try:
+            validate_incident_id(value)
+        except ValueError as exc:
+            raise fail(escape(str(exc)), 2) from None
+    return value
+
+
+def parse_timestamp(value: str, option: str) -> datetime:
+    """A point in time from an option: ISO 8601 with a zone, else one line and exit 2."""
+    from tbs_emergency.timestamps import parse_instant
+
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise fail(f"{option}: {escape(str(exc))}", 2) from None
 
 
 def config_path(config: Path | None) -> str | None:

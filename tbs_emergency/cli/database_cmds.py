@@ -17,11 +17,13 @@ from tbs_emergency.cli.common import (
     ConfigOpt,
     DryRunOpt,
     JsonOpt,
+    check_incident_id,
     config_path,
     emit_json,
     fail,
     load,
     out,
+    parse_timestamp,
 )
 
 db_app = typer.Typer(
@@ -39,7 +41,11 @@ MySQLOpt = Annotated[bool, typer.Option("--mysql", help="MySQL only (default: bo
 HeavyOpt = Annotated[bool, typer.Option("--heavydb", help="HeavyDB only (default: both engines).")]
 IncidentOpt = Annotated[
     str | None,
-    typer.Option("--incident", help="Incident id: its journal records the previous settings."),
+    typer.Option(
+        "--incident",
+        help="Incident id: its journal records the previous settings.",
+        callback=check_incident_id,
+    ),
 ]
 
 
@@ -51,7 +57,7 @@ def _engines(mysql: bool, heavydb: bool) -> list[Any]:
 
 
 def _show(report: Any, as_json: bool) -> None:
-    """Print the report and exit 1 when it is not ok."""
+    """Print the report and exit 1 when it is not ok (2 when a guard refused the request)."""
     if as_json:
         data = report.model_dump(mode="json")
         data["problems"] = report.problems
@@ -77,7 +83,7 @@ def _show(report: Any, as_json: bool) -> None:
     if not report.ok:
         # `fail` prints with markup: system names such as mysql[blue,green] must be escaped.
         problems = report.problems or [f"{report.procedure}: not ok"]
-        raise fail([escape(p) for p in problems], 1)
+        raise fail([escape(p) for p in problems], 2 if getattr(report, "bad_input", False) else 1)
 
 
 def _duration(text: str | None, option: str) -> float | None:
@@ -272,26 +278,32 @@ def sync(
     ] = True,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Watermark: only rows updated at or after (ISO time)."),
+        typer.Option(
+            "--since", help="Watermark: only rows updated at or after (ISO time with a zone)."
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Allow writing to the environment that has traffic.")
+    ] = False,
+    allow_mass_delete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mass-delete",
+            help="Delete more than database_emergency.sync_max_delete_share (1%) of a table.",
+        ),
     ] = False,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
     incident: IncidentOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Bring the target environment's critical tables to the source's content."""
+    """Bring the target environment's critical tables to the source's content. Refused (exit 2,
+    nothing written) if a table would lose more than the configured share of its rows; where
+    rows are deleted, the target table is first copied to <table>__pre_sync_<UTC time>."""
     if source == target:
         raise fail("--source and --target must differ", 2)
     if since is not None:
-        from tbs_emergency.dbops.sync import parse_since
-
-        try:
-            parse_since(since)
-        except ValueError:
-            raise fail(f"--since: {since!r} is not an ISO date or time", 2) from None
+        parse_timestamp(since, "--since")
     load(config)
     from flows.db_sync import SyncParams, sync_environments
 
@@ -305,6 +317,7 @@ def sync(
             verify=verify,
             since=since,
             force=force,
+            allow_mass_delete=allow_mass_delete,
             dry_run=dry_run,
             incident_id=incident,
         )

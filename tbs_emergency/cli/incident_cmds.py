@@ -29,6 +29,7 @@ from tbs_emergency.cli.common import (
     ConfigOpt,
     DryRunOpt,
     JsonOpt,
+    check_incident_id,
     config_path,
     emit_json,
     err,
@@ -40,7 +41,7 @@ from tbs_emergency.cli.common import (
 incident_app = typer.Typer(help="Incidents in the journal.", no_args_is_help=True)
 journal_app = typer.Typer(help="The incident journal's local spool.", no_args_is_help=True)
 
-IncidentArg = Annotated[str, typer.Argument(help="The incident id")]
+IncidentArg = Annotated[str, typer.Argument(help="The incident id", callback=check_incident_id)]
 ByOpt = Annotated[str, typer.Option("--by", help="Your name (default: the login name)")]
 
 
@@ -367,7 +368,10 @@ def incident_resolve(
 
 def notify(
     template: Annotated[str, typer.Argument(help="immediate | user | stakeholder | ...")],
-    incident: Annotated[str, typer.Option("--incident", help="The incident it is about")] = "",
+    incident: Annotated[
+        str,
+        typer.Option("--incident", help="The incident it is about", callback=check_incident_id),
+    ] = "",
     severity: Annotated[str, typer.Option("--severity", help="Default: the incident's")] = "",
     reason: Annotated[str, typer.Option("--reason", help="Filled into the template")] = "",
     config: ConfigOpt = None,

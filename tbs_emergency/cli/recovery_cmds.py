@@ -2,12 +2,13 @@
 `reconcile` (docs/recovery.md).
 
 Every action runs its Prefect flow; `backup list` reads object storage directly (it must answer
-when Prefect is down). Times are ISO 8601; a time without a zone is UTC.
+when Prefect is down). Times are ISO 8601 with a time zone (`Z`, `+01:00`); a time without
+one is refused (exit 2).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,12 +19,14 @@ from tbs_emergency.cli.common import (
     ConfigOpt,
     DryRunOpt,
     JsonOpt,
+    check_incident_id,
     config_path,
     emit_json,
     err,
     fail,
     load,
     out,
+    parse_timestamp,
 )
 
 backup_app = typer.Typer(
@@ -47,15 +50,8 @@ def _tables(values: list[str] | None) -> list[str]:
 
 
 def parse_time(value: str, option: str) -> datetime:
-    """ISO 8601 (`2025-01-24T10:00:00Z`, `2025-01-24 10:00:00`); no zone means UTC."""
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise fail(
-            f"{option}: {value!r} is not a time (use e.g. 2025-01-24T10:00:00Z; no zone = UTC)", 2
-        ) from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """ISO 8601 with a zone (`2025-01-24T10:00:00Z`, `...+01:00`); else one line, exit 2."""
+    return parse_timestamp(value, option)
 
 
 def _run(flow_fn: Any, params: Any) -> tuple[bool, Any]:
@@ -81,7 +77,8 @@ def _failure(result: Any, as_json: bool, what: str) -> typer.Exit:
             + list(getattr(result, "conflicts", []) or [])
             + list(getattr(result, "problems", []) or [])
         )
-        return fail([f"{what}: {r}" for r in reasons] or [f"{what} failed"], 1)
+        code = 2 if getattr(result, "bad_input", False) else 1  # 2: refused what was asked
+        return fail([f"{what}: {r}" for r in reasons] or [f"{what} failed"], code)
     if as_json:
         emit_json({"ok": False, "error": str(result)})
     return fail(f"{what} failed: {result}", 1)
@@ -289,7 +286,9 @@ def restore(
 
 @recover_app.command("mysql")
 def recover_mysql(
-    to: Annotated[str, typer.Option("--to", help="The instant to recover to (UTC if no zone).")],
+    to: Annotated[
+        str, typer.Option("--to", help="The instant to recover to, with a zone (e.g. ...Z).")
+    ],
     target_database: Annotated[
         str, typer.Option("--target-database", help="A new database to recover into.")
     ],
@@ -305,8 +304,8 @@ def recover_mysql(
     """Restore the newest backup before T into a new database and replay the binlog up to T."""
     from flows.point_in_time_recovery import PitrParams, point_in_time_recovery
 
-    load(config)
     at = parse_time(to, "--to")
+    load(config)
     try:
         params = PitrParams(
             config_path=config_path(config),
@@ -335,7 +334,9 @@ def recover_mysql(
 
 @recover_app.command("heavydb")
 def recover_heavydb(
-    to: Annotated[str, typer.Option("--to", help="The instant to recover to (UTC if no zone).")],
+    to: Annotated[
+        str, typer.Option("--to", help="The instant to recover to, with a zone (e.g. ...Z).")
+    ],
     tables: TablesOpt = None,
     env: EnvOpt = None,
     heavydb_restore_dir: Annotated[Path | None, typer.Option()] = None,
@@ -346,12 +347,13 @@ def recover_heavydb(
     """Roll HeavyDB tables back to T (epochs, else dumps), backfill from MySQL, verify."""
     from flows.point_in_time_recovery import HeavyPitrParams, heavydb_point_in_time_recovery
 
+    at = parse_time(to, "--to")
     load(config)
     try:
         params = HeavyPitrParams(
             config_path=config_path(config),
             environment=env,
-            target_at=parse_time(to, "--to"),
+            target_at=at,
             tables=_tables(tables),
             dry_run=dry_run,
             heavydb_restore_dir=str(heavydb_restore_dir.resolve()) if heavydb_restore_dir else None,
@@ -376,7 +378,9 @@ def recover_heavydb(
 
 
 def flashback(
-    since: Annotated[str, typer.Option("--since", help="Undo changes since (UTC if no zone).")],
+    since: Annotated[
+        str, typer.Option("--since", help="Undo changes since (with a zone, e.g. ...Z).")
+    ],
     tables: TablesOpt = None,
     env: EnvOpt = None,
     flashback_id: Annotated[
@@ -384,7 +388,8 @@ def flashback(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Apply without asking.")] = False,
     incident: Annotated[
-        str | None, typer.Option("--incident", help="Incident to journal to.")
+        str | None,
+        typer.Option("--incident", help="Incident to journal to.", callback=check_incident_id),
     ] = None,
     dry_run: DryRunOpt = False,
     config: ConfigOpt = None,
@@ -394,11 +399,11 @@ def flashback(
     from flows.flashback import FlashbackParams
     from flows.flashback import flashback as flashback_flow
 
-    load(config)
+    at = parse_time(since, "--since")
     names = _tables(tables)
     if not names:
         raise fail("--tables: name at least one table", 2)
-    at = parse_time(since, "--since")
+    load(config)
     base = {
         "config_path": config_path(config),
         "environment": env,

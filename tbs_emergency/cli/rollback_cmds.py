@@ -35,6 +35,7 @@ from tbs_emergency.cli.common import (
     ConfigOpt,
     DryRunOpt,
     JsonOpt,
+    check_incident_id,
     config_path,
     emit_json,
     err,
@@ -73,7 +74,12 @@ def redirect(
         bool, typer.Option("--force", help="Switch even if the target is not healthy")
     ] = False,
     incident: Annotated[
-        str, typer.Option("--incident", help="Journal under this incident (default: the open one)")
+        str,
+        typer.Option(
+            "--incident",
+            help="Journal under this incident (default: the open one)",
+            callback=check_incident_id,
+        ),
     ] = "",
 ) -> None:
     """Send all traffic to one environment (`redirect blue` is the runbook's redirect-blue).
@@ -261,7 +267,9 @@ def rollback(
     ] = False,
     manual: Annotated[bool, typer.Option("--manual", help="The 15-minute manual process")] = False,
     reason: Annotated[str, typer.Option("--reason", help="Why (documented)")] = "manual rollback",
-    incident: Annotated[str, typer.Option("--incident", help="Join this incident")] = "",
+    incident: Annotated[
+        str, typer.Option("--incident", help="Join this incident", callback=check_incident_id)
+    ] = "",
     authorized_by: Annotated[
         str, typer.Option("--authorized-by", help="Manual process: authorize now")
     ] = "",
@@ -404,7 +412,7 @@ def runner(
 
 
 def ack(
-    incident_id: Annotated[str, typer.Argument(help="The incident")],
+    incident_id: Annotated[str, typer.Argument(help="The incident", callback=check_incident_id)],
     by: Annotated[str, typer.Option("--by", help="Your name")] = "",
     note: Annotated[str, typer.Option("--note")] = "",
     approve: Annotated[

@@ -19,6 +19,7 @@ from tbs_emergency.cli.common import (
     ConfigOpt,
     DryRunOpt,
     JsonOpt,
+    check_incident_id,
     config_path,
     emit_json,
     fail,
@@ -28,7 +29,11 @@ from tbs_emergency.cli.common import (
 
 IncidentOpt = Annotated[
     str | None,
-    typer.Option("--incident", help="Incident to journal to (default: a new one)."),
+    typer.Option(
+        "--incident",
+        help="Incident to journal to (default: a new one).",
+        callback=check_incident_id,
+    ),
 ]
 EnvOpt = Annotated[
     str | None,
@@ -212,20 +217,33 @@ account_app = typer.Typer(
 @account_app.command("suspend")
 def account_suspend(
     user: Annotated[str, typer.Argument(help="The compromised user.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Suspend even the tool's own accounts and the priority users."
+        ),
+    ] = False,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
     incident: IncidentOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Lock the user's database accounts, disable it in the app, end its sessions, analyse its
-    last 24 hours and review its privileges."""
+    last 24 hours and review its privileges. The tool's own accounts and the priority users
+    are refused (exit 2, nothing changed) without --force."""
+    from tbs_emergency.security.protected import suspension_refusal
+
+    settings = load(config)
+    refusal = suspension_refusal(settings, user)
+    if refusal and not force:
+        raise fail(escape(refusal), 2)
     from flows.account_compromise import AccountParams, account_compromise
 
-    load(config)
     report = account_compromise(
         AccountParams(
             config_path=config_path(config) or "",
             user=user,
+            force=force,
             dry_run=dry_run,
             incident_id=incident or "",
             decided_by=_who(),

@@ -29,6 +29,7 @@ from rich.table import Table
 from tbs_emergency.cli.common import (
     ConfigOpt,
     JsonOpt,
+    check_incident_id,
     config_path,
     emit_json,
     err,
@@ -69,7 +70,12 @@ def validate(
         typer.Option("--only", help="functional | api | ui | performance | concurrency (repeat)"),
     ] = None,
     incident: Annotated[
-        str | None, typer.Option("--incident", help="Journal the verdict into this incident")
+        str | None,
+        typer.Option(
+            "--incident",
+            help="Journal the verdict into this incident",
+            callback=check_incident_id,
+        ),
     ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -126,7 +132,9 @@ def validate(
 
 
 def report(
-    incident_id: Annotated[str, typer.Argument(help="The incident id (inc-...)")],
+    incident_id: Annotated[
+        str, typer.Argument(help="The incident id (inc-...)", callback=check_incident_id)
+    ],
     root_cause: Annotated[str | None, typer.Option("--root-cause", help="Record it")] = None,
     users_affected: Annotated[int | None, typer.Option("--users-affected")] = None,
     business_impact: Annotated[str | None, typer.Option("--business-impact")] = None,
@@ -174,7 +182,7 @@ followup_app = typer.Typer(
 
 @followup_app.command("done")
 def followup_done(
-    incident_id: Annotated[str, typer.Argument(help="The incident id")],
+    incident_id: Annotated[str, typer.Argument(help="The incident id", callback=check_incident_id)],
     window: Annotated[str, typer.Argument(help="24h, 72h or 1w")],
     by: Annotated[str, typer.Option("--by", help="Who completed the review")],
     note: Annotated[str, typer.Option("--note")] = "",
@@ -209,7 +217,7 @@ def followup_done(
 
 @followup_app.command("status")
 def followup_status(
-    incident_id: Annotated[str, typer.Argument(help="The incident id")],
+    incident_id: Annotated[str, typer.Argument(help="The incident id", callback=check_incident_id)],
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

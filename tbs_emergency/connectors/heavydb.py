@@ -594,6 +594,19 @@ class HeavyDBDatabase:
                 retry_transport=False,
             )
 
+    def snapshot_table(self, table: str, snapshot: str) -> int:
+        """Copy `table` to the new table `snapshot` (`CREATE TABLE ... AS SELECT`) before a sync
+        deletes from it; the rows copied. A copy that fails is dropped again, the error raised."""
+        src, dst = quote_ident(table), quote_ident(snapshot)
+        try:
+            self._run(f"snapshot {table}", f"CREATE TABLE {dst} AS SELECT * FROM {src}")
+            rows = self._run(f"snapshot {table}", f"SELECT COUNT(*) FROM {dst}")
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._run(f"snapshot {table}", f"DROP TABLE IF EXISTS {dst}")
+            raise
+        return int(rows[0][0])
+
     def insert_rows_if_absent(
         self,
         table: str,

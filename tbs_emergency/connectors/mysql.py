@@ -642,6 +642,21 @@ class MySQLDatabase:
                     self._drop()
                 raise self._error(f"write rows of {table}", exc) from None
 
+    def snapshot_table(self, table: str, snapshot: str) -> int:
+        """Copy `table` (its definition and every row) to the new table `snapshot` in the same
+        database before a sync deletes from it (`CREATE TABLE ... LIKE`, `INSERT ... SELECT`);
+        the rows copied. A copy that fails is dropped again and the error raised."""
+        src, dst = quote_ident(table), quote_ident(snapshot)
+        self._run(f"snapshot {table}", f"CREATE TABLE {dst} LIKE {src}", retry=False)
+        try:
+            self._run(f"snapshot {table}", f"INSERT INTO {dst} SELECT * FROM {src}", retry=False)
+            rows, _ = self._run(f"snapshot {table}", f"SELECT COUNT(*) FROM {dst}")
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._run(f"snapshot {table}", f"DROP TABLE IF EXISTS {dst}", retry=False)
+            raise
+        return int(rows[0][0])
+
     def insert_rows_if_absent(
         self,
         table: str,
@@ -1279,6 +1294,20 @@ class MySQLRecovery:
             (database,),
         )
         return bool(rows)
+
+    def table_engines(self, database: str, tables: Sequence[str]) -> dict[str, str]:
+        """Each named table's storage engine (information_schema.TABLES.ENGINE); tables that do
+        not exist are left out."""
+        if not tables:
+            return {}
+        marks = ", ".join(["%s"] * len(tables))
+        rows = self._query(
+            "read table engines",
+            "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+            f" AND TABLE_NAME IN ({marks})",
+            (database, *tables),
+        )
+        return {_str(name): _str(engine or "") for name, engine in rows}
 
     def table_names(self, database: str) -> list[str]:
         rows = self._query(

@@ -10,11 +10,15 @@ For one critical table in one engine, bring the target environment's copy to the
    are applied: source rows older than it are not copied, target-only rows older than it are not
    deleted (rows deleted in the source leave no timestamp behind, so the watermark cannot tell
    an old extra row from one deleted since); those are counted and reported;
-3. apply in key-ordered batches: each batch reads the source rows (every column, not only the
+3. guards, before any write: a table whose sync would delete more than `max_delete_share` of the
+   target's rows (an empty or truncated source would otherwise wipe the target) is refused and
+   nothing is written to it (`--allow-mass-delete` lifts the guard); where rows will be deleted,
+   the target table is first copied to `<table>__pre_sync_<UTC time>` (`snapshot`);
+4. apply in key-ordered batches: each batch reads the source rows (every column, not only the
    compared ones) and writes them to the target, deleting first the batch's extra keys and the
    old versions of its changed keys, in one transaction per batch (MySQL; HeavyDB has no
    transactions, so there a batch is a delete then a load, and a rerun repairs a cut-off one);
-4. verify with a full checksum diff of the whole table.
+5. verify with a full checksum diff of the whole table.
 
 A rerun diffs again and finds nothing to do. Pure: engines are reached through `TableSource`
 (checksums) and `RowStore` (reading and writing whole rows) objects from the connectors.
@@ -62,6 +66,8 @@ class RowStore(Protocol):
         delete_keys: Sequence[Sequence[Any]],
     ) -> None: ...
 
+    def snapshot_table(self, table: str, snapshot: str) -> int: ...
+
 
 class TableSyncSpec(BaseModel):
     table: str  # the configured (logical) name
@@ -89,11 +95,48 @@ def plan_batches(upsert: Sequence[Key], delete: Sequence[Key], size: int) -> lis
     return batches
 
 
+SNAPSHOT_INFIX = "__pre_sync_"
+_MAX_NAME = 64  # MySQL's identifier limit (HeavyDB's is larger)
+
+
+def snapshot_name(table: str, at: dt.datetime) -> str:
+    """`<table>__pre_sync_<YYYYmmddTHHMMSSZ>` (the table part shortened to fit 64 characters)."""
+    stamp = at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    suffix = f"{SNAPSHOT_INFIX}{stamp}"
+    return table[: _MAX_NAME - len(suffix)] + suffix
+
+
+def mass_delete_refusal(
+    table: str,
+    system: str,
+    to_delete: int,
+    rows_target: int | None,
+    rows_source: int | None,
+    max_share: float,
+) -> str | None:
+    """Why deleting `to_delete` of the target's `rows_target` rows is refused (more than
+    `max_share` of them), or None when it is within the share."""
+    if to_delete <= 0:
+        return None
+    total = max(rows_target or 0, to_delete)
+    if to_delete <= max_share * total:
+        return None
+    return (
+        f"{table}: the sync would delete {to_delete} of {total} rows of {system}"
+        f" ({100 * to_delete / total:.1f}%; the source has {rows_source} rows),"
+        f" more than database_emergency.sync_max_delete_share ({100 * max_share:g}%) allows:"
+        " refused, nothing was written (--allow-mass-delete to delete them)"
+    )
+
+
 def parse_since(since: str | dt.datetime | None) -> dt.datetime | None:
-    """A watermark as a naive UTC datetime (ISO text; an offset is converted to UTC)."""
+    """A watermark as a naive UTC datetime. Text (from a person) must carry a time zone
+    (ValueError otherwise, tbs_emergency.timestamps); a datetime without one is taken as UTC."""
+    from tbs_emergency.timestamps import parse_instant
+
     if since is None or since == "":
         return None
-    value = dt.datetime.fromisoformat(since) if isinstance(since, str) else since
+    value = parse_instant(since) if isinstance(since, str) else since
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
@@ -124,6 +167,9 @@ class TableSyncResult(BaseModel):
     to_update: int = 0
     to_delete: int = 0
     older_than_watermark: int = 0  # differences left alone because of the watermark
+    refused: str | None = None  # the mass-delete guard's reason (nothing was written)
+    snapshot: str | None = None  # the copy of the target table taken before deleting
+    snapshot_rows: int | None = None
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
@@ -162,6 +208,11 @@ class TableSyncResult(BaseModel):
                 f" update {self.updated if not self.dry_run else self.to_update},"
                 f" delete {self.deleted if not self.dry_run else self.to_delete}"
                 f" in {self.batches} batch(es)"
+            )
+        if self.snapshot:
+            out.append(
+                f"snapshot of the target before deleting: {self.snapshot}"
+                + (f" ({self.snapshot_rows} rows)" if self.snapshot_rows is not None else "")
             )
         if self.verified:
             out.append(
@@ -212,7 +263,13 @@ def sync_table(
     verify: bool = True,
     dry_run: bool = False,
     log: Any | None = None,
+    max_delete_share: float | None = None,
+    snapshot: bool = False,
+    now: dt.datetime | None = None,
 ) -> TableSyncResult:
+    """Sync one table (module docstring). `max_delete_share`: refuse, before any write, to
+    delete more than this share of the target's rows (None: no limit). `snapshot`: copy the
+    target table aside before the first write when rows will be deleted."""
     started = time.perf_counter()
     result = TableSyncResult(
         table=spec.table, system=target.name, source=source.name, dry_run=dry_run
@@ -253,6 +310,43 @@ def sync_table(
 
     batches = plan_batches(list(diff.only_left) + sorted(updates), diff.only_right, batch_size)
     result.batches = len(batches)
+    if max_delete_share is not None:
+        result.refused = mass_delete_refusal(
+            spec.table,
+            target.name,
+            result.to_delete,
+            result.rows_target,
+            result.rows_source,
+            max_delete_share,
+        )
+        if result.refused and dry_run:
+            result.notes.append(f"a real run would refuse: {result.refused}")
+        elif result.refused:
+            result.problems.append(result.refused)
+            actions.add(f"sync {spec.table}", "failed", "refused: mass delete")
+            result.actions = actions.actions
+            result.seconds = round(time.perf_counter() - started, 3)
+            return result
+    if snapshot and result.to_delete:
+        name = snapshot_name(spec.target_table, now or dt.datetime.now(dt.UTC))
+        if dry_run:
+            result.notes.append(f"a real run first copies the target table to {name}")
+        else:
+            done = actions.attempt(
+                f"snapshot {spec.target_table} as {name}",
+                lambda: target_rows.snapshot_table(spec.target_table, name),
+            )
+            if not done.ok:
+                why = actions.actions[-1].detail
+                result.problems.append(
+                    f"{spec.table}: the target could not be copied to {name} before deleting"
+                    f" ({why}): nothing was written"
+                )
+                result.actions = actions.actions
+                result.seconds = round(time.perf_counter() - started, 3)
+                return result
+            result.snapshot = name
+            result.snapshot_rows = done.value
     if not batches:
         actions.add(f"sync {spec.table}", "unchanged", "target already matches the source")
     stamp_col = spec.updated_column

@@ -12,10 +12,11 @@ it twice finds the work already done.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from tbs_emergency.domain.severity import Severity, most_severe
 
@@ -56,6 +57,41 @@ def incident_id(env: str, first_breach_at: datetime | float, salt: str = "") -> 
     stamp = at.strftime("%Y%m%dT%H%M%SZ")
     digest = hashlib.sha256(f"{env}|{stamp}|{salt}".encode()).hexdigest()[:4]
     return f"inc-{stamp}-{env}-{digest}"
+
+
+# What the code makes: `incident_id()` (the environment part is a configured environment name or
+# `all`) and the day's operations log of the CLI (`ops-YYYYMMDD`). Ids become object-key
+# components of the journal, so nothing else is accepted from a person or an event.
+_INCIDENT_ID_RE = re.compile(r"inc-\d{8}T\d{6}Z-[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*-[0-9a-f]{4}")
+_OPS_LOG_RE = re.compile(r"ops-\d{8}")
+
+
+def is_incident_id(value: object) -> bool:
+    return isinstance(value, str) and bool(
+        _INCIDENT_ID_RE.fullmatch(value) or _OPS_LOG_RE.fullmatch(value)
+    )
+
+
+def validate_incident_id(value: str) -> str:
+    """The id itself, or ValueError naming it and what a valid one looks like."""
+    if not is_incident_id(value):
+        shown = value if isinstance(value, str) else type(value).__name__
+        raise ValueError(
+            f"{shown!r} is not an incident id (expected e.g. inc-20261207T235449Z-green-cf01"
+            " or ops-20261207; `tbs-emergency incident list` shows them)"
+        )
+    return value
+
+
+def _optional_incident_id(value: str | None) -> str | None:
+    """Flow parameters: empty or None means "none given"; anything else must be an id."""
+    return validate_incident_id(value) if value else value
+
+
+# Flow parameter types: an incident id, or (optional) empty/None for "open a new one / none".
+IncidentId = Annotated[str, AfterValidator(validate_incident_id)]
+OptionalIncidentId = Annotated[str, AfterValidator(_optional_incident_id)]
+MaybeIncidentId = Annotated[str | None, AfterValidator(_optional_incident_id)]
 
 
 class Entry(BaseModel):

@@ -61,6 +61,8 @@ class FlashbackPlan(BaseModel):
     touched_keys: dict[str, list[list[Any]]] = Field(default_factory=dict)
     refusals: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    # Chosen tables on a non-transactional engine (table -> engine): refused, bad input.
+    non_transactional: dict[str, str] = Field(default_factory=dict)
 
     @property
     def total_changes(self) -> int:
@@ -86,6 +88,28 @@ class FlashbackPlan(BaseModel):
         lines += [f"refused: {r}" for r in self.refusals]
         lines += [f"warning: {w}" for w in self.warnings]
         return lines
+
+
+# Engines whose changes roll back (MySQLTableLayout.transactional says the same for backups).
+TRANSACTIONAL_ENGINES = ("innodb", "xtradb", "rocksdb")
+
+
+def non_transactional(engines: dict[str, str]) -> dict[str, str]:
+    """The tables (of table -> ENGINE from information_schema.TABLES) a flashback refuses:
+    MyISAM, Aria, MEMORY, ... cannot undo a change in one transaction, nor lock rows."""
+    return {
+        t: e or "unknown"
+        for t, e in sorted(engines.items())
+        if (e or "").lower() not in TRANSACTIONAL_ENGINES
+    }
+
+
+def non_transactional_refusals(database: str, bad: dict[str, str]) -> list[str]:
+    return [
+        f"table {database}.{t} uses the {e} engine, which is not transactional: flashback"
+        " undoes changes in one transaction and needs InnoDB; nothing was done"
+        for t, e in bad.items()
+    ]
 
 
 def _ident(name: str) -> str:

@@ -126,13 +126,14 @@ def executor(prefect_world: Any, tmp_path_factory: pytest.TempPathFactory) -> It
 def incident(prefect_world: Any) -> str:
     from tbs_emergency.config import load_settings
     from tbs_emergency.connectors import Connectors
-    from tbs_emergency.domain.incident import RESOLVED, Entry, Incident, utcnow
+    from tbs_emergency.domain.incident import RESOLVED, Entry, Incident, incident_id, utcnow
     from tbs_emergency.domain.journal import Journal
     from tbs_emergency.domain.severity import Severity
 
     journal = Journal(Connectors(load_settings(prefect_world.config)).store())
     inc = Incident(
-        id=f"inc-e2edeploy-{uuid.uuid4().hex[:6]}",
+        # an id as the code makes them (flows refuse any other)
+        id=incident_id("green", utcnow(), salt=f"e2edeploy-{uuid.uuid4().hex}"),
         severity=Severity.P2,
         trigger="e2e deploy test",
         opened_at=utcnow(),

@@ -50,15 +50,16 @@ def test_backup_list_shows_complete_backups_only(recovery_config: str, mariadb: 
     assert "without a manifest are not listed" in table.stderr
 
 
-def test_times_without_a_zone_are_utc_and_nonsense_is_refused() -> None:
+def test_times_need_a_zone_and_nonsense_is_refused() -> None:
     from tbs_emergency.cli.recovery_cmds import parse_time
 
-    t = parse_time("2025-01-24 10:00:00", "--to")
+    t = parse_time("2025-01-24 10:00:00Z", "--to")
     assert t.isoformat() == "2025-01-24T10:00:00+00:00"
     assert parse_time("2025-01-24T11:00:00+01:00", "--to").hour == 11
-    with pytest.raises(Exception) as err:
-        parse_time("yesterday", "--to")
-    assert getattr(err.value, "exit_code", None) == 2
+    for bad in ("2025-01-24 10:00:00", "yesterday"):
+        with pytest.raises(Exception) as err:
+            parse_time(bad, "--to")
+        assert getattr(err.value, "exit_code", None) == 2
 
 
 def test_tool_errors_never_show_the_password(mariadb: Service, known: SimpleNamespace) -> None:

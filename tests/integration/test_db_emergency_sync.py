@@ -7,6 +7,7 @@ HeavyDB database, with the same table; a Settings points green's MySQL/HeavyDB a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
@@ -219,5 +220,105 @@ def test_heavydb_sync_of_10000_rows_then_rerun(heavydb_pair: Any, settings_facto
         again = sync_table(src, dst, blue_db, green_db, spec)
         assert again.ok and again.changed_nothing and again.identical_after
     finally:
+        blue_db.close()
+        green_db.close()
+
+
+# -- guards: mass deletes, snapshots -------------------------------------------------------------
+
+
+def _mysql_count(root_sql: Any, schema: str, table: str = TABLE) -> int:
+    return int(root_sql(f"SELECT COUNT(*) FROM {schema}.{table}")[0][0])
+
+
+def test_mysql_an_empty_source_is_refused_and_changes_nothing(
+    mysql_pair: None, mariadb: Any, settings_factory: Any, root_sql: Any, known: Any
+) -> None:
+    """The source table was emptied (or truncated): the sync must not copy that emptiness."""
+    load_mysql(mariadb, GREEN_SCHEMA, green_rows())
+    settings = settings_factory(green_mysql_database=GREEN_SCHEMA, integrity=INTEGRITY)
+    (spec,) = sync_specs(settings, [], "mysql")
+    share = settings.database_emergency.sync_max_delete_share
+    before = checksum_table(root_sql, GREEN_SCHEMA)
+    src, src_db = mysql_side(settings, "blue")
+    dst, dst_db = mysql_side(settings, "green")
+    try:
+        result = sync_table(src, dst, src_db, dst_db, spec, max_delete_share=share, snapshot=True)
+    finally:
+        src_db.close()
+        dst_db.close()
+    rows = len(green_rows())
+    assert not result.ok and result.refused is not None
+    assert f"{TABLE}: the sync would delete {rows} of {rows} rows of mysql[green]" in result.refused
+    assert result.deleted == result.inserted == result.batches_applied == 0
+    assert checksum_table(root_sql, GREEN_SCHEMA) == before
+    assert not root_sql(f"SHOW TABLES FROM {GREEN_SCHEMA} LIKE '%pre_sync%'")
+
+
+def test_mysql_allowed_deletes_snapshot_the_target_first(
+    mysql_pair: None, mariadb: Any, settings_factory: Any, root_sql: Any, known: Any
+) -> None:
+    load_mysql(mariadb, known.database, blue_rows())
+    load_mysql(mariadb, GREEN_SCHEMA, green_rows())
+    settings = settings_factory(green_mysql_database=GREEN_SCHEMA, integrity=INTEGRITY)
+    (spec,) = sync_specs(settings, [], "mysql")
+    before = checksum_table(root_sql, GREEN_SCHEMA)
+    src, src_db = mysql_side(settings, "blue")
+    dst, dst_db = mysql_side(settings, "green")
+    try:
+        # The application account cannot CREATE: no snapshot, so nothing is written.
+        denied = sync_table(src, dst, src_db, dst_db, spec, snapshot=True)
+        assert not denied.ok and "could not be copied" in denied.problems[0]
+        assert denied.batches_applied == 0 and checksum_table(root_sql, GREEN_SCHEMA) == before
+        assert not root_sql(f"SHOW TABLES FROM {GREEN_SCHEMA} LIKE '%pre_sync%'")
+
+        root_sql(f"GRANT CREATE, DROP ON {GREEN_SCHEMA}.* TO 'tbs_app'@'127.0.0.1'")
+        # 300 of 10,300 rows (2.9%) are extra: over the 1% default, so this needs the flag
+        # (no limit), as `db sync --allow-mass-delete` passes it.
+        result = sync_table(
+            src, dst, src_db, dst_db, spec, max_delete_share=None, snapshot=True, batch_size=2000
+        )
+        assert result.ok, result.problems
+        assert result.deleted == 300 and result.identical_after
+        assert result.snapshot and result.snapshot.startswith(f"{TABLE}__pre_sync_")
+        assert result.snapshot_rows == len(green_rows())
+        kept = int(root_sql(f"CHECKSUM TABLE {GREEN_SCHEMA}.{result.snapshot} EXTENDED")[0][1])
+        assert kept == before  # the snapshot is the target exactly as it was
+        keys = root_sql(
+            f"SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA ="
+            f" '{GREEN_SCHEMA}' AND TABLE_NAME = '{result.snapshot}' AND INDEX_NAME = 'PRIMARY'"
+        )
+        assert [k[0] for k in keys] == ["trade_id"]  # CREATE TABLE LIKE: keys kept
+    finally:
+        src_db.close()
+        dst_db.close()
+        root_sql(f"REVOKE CREATE, DROP ON {GREEN_SCHEMA}.* FROM 'tbs_app'@'127.0.0.1'")
+
+
+def test_heavydb_allowed_deletes_snapshot_the_target_first(
+    heavydb_pair: Any, settings_factory: Any
+) -> None:
+    load_heavydb(heavydb_pair, "heavyai", blue_rows()[:1000])
+    load_heavydb(heavydb_pair, GREEN_HEAVYDB, blue_rows()[:1000] + blue_rows()[5000:5005])
+    settings = settings_factory(heavydb_port=heavydb_pair.port, integrity=INTEGRITY)
+    green_cfg = settings.environment("green").heavydb.model_copy(update={"database": GREEN_HEAVYDB})
+    blue_db = HeavyDBDatabase(settings.environment("blue").heavydb, "heavydb[blue]")
+    green_db = HeavyDBDatabase(green_cfg, "heavydb[green]")
+    (spec,) = sync_specs(settings, [], "heavydb")
+    src = SQLTableSource(HeavyDBIntegrity(blue_db), TABLE)
+    dst = SQLTableSource(HeavyDBIntegrity(green_db), TABLE)
+    result: Any = None
+    try:
+        refused = sync_table(src, dst, blue_db, green_db, spec, max_delete_share=0.001)
+        assert refused.refused and "delete 5 of 1005 rows" in refused.refused
+        assert green_db.row_count(TABLE) == 1005
+        result = sync_table(src, dst, blue_db, green_db, spec, max_delete_share=0.01, snapshot=True)
+        assert result.ok, result.problems
+        assert result.deleted == 5 and green_db.row_count(TABLE) == 1000
+        assert result.snapshot and green_db.row_count(result.snapshot) == 1005
+    finally:
+        with contextlib.suppress(Exception):
+            if result is not None and result.snapshot:
+                green_db.query(f"DROP TABLE IF EXISTS {result.snapshot}")
         blue_db.close()
         green_db.close()

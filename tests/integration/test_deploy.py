@@ -415,12 +415,13 @@ def incident(config: str) -> str:
     """An incident in the journal, for the flows that work on one."""
     from tbs_emergency.config import load_settings
     from tbs_emergency.connectors import Connectors
-    from tbs_emergency.domain.incident import Incident, utcnow
+    from tbs_emergency.domain.incident import Incident, incident_id, utcnow
     from tbs_emergency.domain.journal import Journal
     from tbs_emergency.domain.severity import Severity
 
     inc = Incident(
-        id=f"inc-deploytest-{uuid.uuid4().hex[:6]}",
+        # an id as the code makes them (flows refuse any other)
+        id=incident_id("green", utcnow(), salt=f"deploytest-{uuid.uuid4().hex}"),
         severity=Severity.P2,
         trigger="deploy test",
         opened_at=utcnow(),

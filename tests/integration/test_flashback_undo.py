@@ -181,3 +181,44 @@ def test_since_in_the_future_is_refused(fb_config: str, mariadb: Service) -> Non
             ),
         )
     assert "future" in " ".join(err.value.report.refusals)
+
+
+@pytest.mark.parametrize("engine", ["MyISAM", "Aria", "MEMORY"])
+def test_a_non_transactional_table_is_refused_before_anything(
+    fb_config: str, mariadb: Service, engine: str
+) -> None:
+    """Its changes cannot be undone in one transaction: refused as bad input (the CLI exits
+    2), naming the table and its engine; the table is left as it is, no journal is written."""
+    from flows.flashback import FlashbackParams
+
+    name = f"fb_{engine.lower()}"
+    _fresh_tables(mariadb, "fb_innodb_too")
+    root_sql(
+        mariadb,
+        f"DROP TABLE IF EXISTS {name}",
+        f"CREATE TABLE {name} (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE={engine}",
+        f"INSERT INTO {name} SELECT seq, CONCAT('v', seq) FROM seq_1_to_20",
+        database=DB,
+    )
+    since = _next_second(mariadb)
+    root_sql(mariadb, f"DELETE FROM {name} WHERE id < 5", database=DB)
+    after = _rows(mariadb, name)
+    for dry_run in (True, False):
+        with serverless() as s, pytest.raises(FlowFailed) as err:
+            s.call(
+                "flashback",
+                FlashbackParams(
+                    config_path=fb_config,
+                    since=since,
+                    tables=[name, "fb_innodb_too"],
+                    dry_run=dry_run,
+                ),
+            )
+        report = err.value.report
+        assert report.bad_input and not report.applied and report.journal is None
+        assert report.refusals == [
+            f"table {DB}.{name} uses the {engine} engine, which is not transactional: flashback"
+            " undoes changes in one transaction and needs InnoDB; nothing was done"
+        ]
+        assert not report.statements
+    assert _rows(mariadb, name) == after

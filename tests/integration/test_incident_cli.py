@@ -169,7 +169,9 @@ def test_list_show_note_resolve_are_journaled(configs: dict[str, Any]) -> None:
     assert again.exit_code == 1 and "already resolved" in again.output
     unknown = cli("incident", "resolve", "inc-20990101T000000Z-green-0000", "-c", cfg)
     assert unknown.exit_code == 1 and "no incident" in unknown.output
-    assert cli("incident", "note", "inc-nope", "x", "-c", cfg).exit_code == 1
+    assert cli("incident", "note", "inc-20990101T000000Z-green-0000", "x", "-c", cfg).exit_code == 1
+    malformed = cli("incident", "note", "../inc-nope", "x", "-c", cfg)
+    assert malformed.exit_code == 2 and "'../inc-nope' is not an incident id" in malformed.output
     all_ = json.loads(cli("incident", "list", "--all", "-c", cfg, "--json").stdout)
     assert any(r["id"] == inc and r["status"] == "resolved" for r in all_["incidents"])
 

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.unit
     ("args", "message"),
     [
         (["db", "sync", "--source", "blue", "--target", "blue"], "must differ"),
-        (["db", "sync", "--since", "yesterday"], "not an ISO date"),
+        (["db", "sync", "--since", "yesterday"], "is not a timestamp"),
+        (["db", "sync", "--since", "2026-12-07 10:00"], "has no time zone"),
         (["db", "reset-cache", "--service", "heavydb"], "--service needs --restart-services"),
         (["db", "complete-transactions", "--timeout", "soon"], "not a duration"),
         (["db", "limit-connections", "--max", "0"], "equal to 1"),

@@ -152,7 +152,9 @@ def test_watermark_applies_only_recent_changes_and_says_what_it_left() -> None:
 def test_watermark_without_updated_column_is_refused() -> None:
     blue, green = pair(10)
     spec = SPEC.model_copy(update={"updated_column": None})
-    result = sync.sync_table(blue.source, green.source, blue, green, spec, since="2025-01-01")
+    result = sync.sync_table(
+        blue.source, green.source, blue, green, spec, since="2025-01-01T00:00:00Z"
+    )
     assert not result.ok and "updated_column" in result.problems[0]
     assert green.writes == 0
 

@@ -25,5 +25,8 @@ def test_bad_input_exits_2_before_anything_runs(tmp_path) -> None:  # type: igno
     missing = str(tmp_path / "nope.toml")
     r = runner.invoke(app, ["--config", missing, "validate"])
     assert r.exit_code == 2
-    r = runner.invoke(app, ["followup", "done", "inc-1", "2w", "--by", "me"])
+    inc = "inc-20261207T235449Z-green-cf01"
+    r = runner.invoke(app, ["followup", "done", inc, "2w", "--by", "me"])
     assert r.exit_code == 2 and "window must be one of 24h, 72h, 1w" in r.output
+    r = runner.invoke(app, ["followup", "done", "inc-1", "24h", "--by", "me"])
+    assert r.exit_code == 2 and "'inc-1' is not an incident id" in r.output
