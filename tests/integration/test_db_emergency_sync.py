@@ -198,11 +198,9 @@ def heavydb_pair(heavydb_server: Any) -> Iterator[Any]:
     yield heavydb_server
 
 
-def test_heavydb_sync_of_10000_rows_then_rerun(heavydb_pair: Any, settings_factory: Any) -> None:
-    blue, green = blue_rows(), green_rows()
-    assert sum(1 for r in green if r[2] == -1) == 700
-    load_heavydb(heavydb_pair, "heavyai", blue)
-    load_heavydb(heavydb_pair, GREEN_HEAVYDB, green)
+def heavydb_sync_parts(heavydb_pair: Any, settings_factory: Any) -> tuple[Any, ...]:
+    """Blue's and green's HeavyDB databases on the session server, the table's sync spec and
+    both checksum sources: what a HeavyDB sync of TABLE needs."""
     settings = settings_factory(heavydb_port=heavydb_pair.port, integrity=INTEGRITY)
     green_cfg = settings.environment("green").heavydb.model_copy(update={"database": GREEN_HEAVYDB})
     blue_db = HeavyDBDatabase(settings.environment("blue").heavydb, "heavydb[blue]")
@@ -210,6 +208,15 @@ def test_heavydb_sync_of_10000_rows_then_rerun(heavydb_pair: Any, settings_facto
     (spec,) = sync_specs(settings, [], "heavydb")
     src = SQLTableSource(HeavyDBIntegrity(blue_db), TABLE)
     dst = SQLTableSource(HeavyDBIntegrity(green_db), TABLE)
+    return blue_db, green_db, spec, src, dst
+
+
+def test_heavydb_sync_of_10000_rows_then_rerun(heavydb_pair: Any, settings_factory: Any) -> None:
+    blue, green = blue_rows(), green_rows()
+    assert sum(1 for r in green if r[2] == -1) == 700
+    load_heavydb(heavydb_pair, "heavyai", blue)
+    load_heavydb(heavydb_pair, GREEN_HEAVYDB, green)
+    blue_db, green_db, spec, src, dst = heavydb_sync_parts(heavydb_pair, settings_factory)
     try:
         result = sync_table(src, dst, blue_db, green_db, spec, batch_size=1000)
         assert result.ok, result.problems
@@ -300,13 +307,7 @@ def test_heavydb_allowed_deletes_snapshot_the_target_first(
 ) -> None:
     load_heavydb(heavydb_pair, "heavyai", blue_rows()[:1000])
     load_heavydb(heavydb_pair, GREEN_HEAVYDB, blue_rows()[:1000] + blue_rows()[5000:5005])
-    settings = settings_factory(heavydb_port=heavydb_pair.port, integrity=INTEGRITY)
-    green_cfg = settings.environment("green").heavydb.model_copy(update={"database": GREEN_HEAVYDB})
-    blue_db = HeavyDBDatabase(settings.environment("blue").heavydb, "heavydb[blue]")
-    green_db = HeavyDBDatabase(green_cfg, "heavydb[green]")
-    (spec,) = sync_specs(settings, [], "heavydb")
-    src = SQLTableSource(HeavyDBIntegrity(blue_db), TABLE)
-    dst = SQLTableSource(HeavyDBIntegrity(green_db), TABLE)
+    blue_db, green_db, spec, src, dst = heavydb_sync_parts(heavydb_pair, settings_factory)
     result: Any = None
     try:
         refused = sync_table(src, dst, blue_db, green_db, spec, max_delete_share=0.001)
