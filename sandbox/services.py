@@ -431,13 +431,13 @@ def _postgres_user() -> str | None:
     raise ServiceError("postgres: running as root and neither a postgres nor a nobody account")
 
 
-def _chown_tree(path: Path, user: str) -> None:
+def _chown(paths: list[Path], user: str) -> None:
+    """Give these paths (not their contents) to `user`: what initdb needs to write."""
     import pwd
 
     entry = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-            os.chown(name, entry.pw_uid, entry.pw_gid)
+    for path in paths:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def start_postgres(
@@ -460,9 +460,8 @@ def start_postgres(
         pwfile = data.parent / "initdb.pw"
         pwfile.write_text(password + "\n")
         os.chmod(pwfile, 0o600)
-        if run_as:
-            _chown_tree(state_dir, run_as)
-            _chown_tree(data.parent, run_as)
+        if run_as:  # initdb writes the cluster under data.parent and reads the password file
+            _chown(list(dict.fromkeys([state_dir, data.parent, pwfile])), run_as)
         try:
             argv = [_pg_binary("initdb"), "-D", str(data), "-U", user, "-A", "scram-sha-256"]
             argv += [f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-sync"]
@@ -480,9 +479,6 @@ def start_postgres(
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
             raise ServiceError("postgres: initdb failed; log tail:\n" + _tail(log_path))
-    elif run_as:
-        _chown_tree(state_dir, run_as)
-        _chown_tree(data.parent, run_as)
     argv = [_pg_binary("postgres"), "-D", str(data), "-p", str(port)]
     for setting in _POSTGRES_SETTINGS:
         argv += ["-c", setting]
